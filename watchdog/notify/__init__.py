@@ -1,0 +1,1 @@
+"""Notifications: what happened, rendered per channel, delivered from a durable outbox."""
