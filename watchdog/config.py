@@ -67,8 +67,7 @@ class RecoverConfig(_Section):
         for item in value:
             if item == Reason.USER_ABORTED.value:
                 raise ValueError(
-                    "user_aborted cannot be recovered: a person's abort is never undone "
-                    f"(allowed: {allowed})"
+                    f"user_aborted cannot be recovered: a person's abort is never undone (allowed: {allowed})"
                 )
             if item not in {r.value for r in RECOVERABLE_REASONS}:
                 raise ValueError(f"unknown verdict {item!r} (allowed: {allowed})")
@@ -167,9 +166,7 @@ def expand_env(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
 
         return _ENV_PATTERN.sub(substitute, value)
     if isinstance(value, Mapping):
-        return {
-            key: expand_env(item, environ, f"{path}.{key}" if path else str(key)) for key, item in value.items()
-        }
+        return {key: expand_env(item, environ, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
     if isinstance(value, list):
         return [expand_env(item, environ, f"{path}[{i}]") for i, item in enumerate(value)]
     return value
@@ -208,7 +205,11 @@ def _describe(error: ValidationError, source: str) -> str:
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         got = item.get("input")
-        shown = "" if item["type"] in ("extra_forbidden", "missing") or isinstance(got, (dict, list)) else f" (got {got!r:.80})"
+        shown = (
+            ""
+            if item["type"] in ("extra_forbidden", "missing") or isinstance(got, (dict, list))
+            else f" (got {got!r:.80})"
+        )
         if "secret" in where or "token" in where or "webhook" in where:
             shown = ""
         lines.append(f"  {where}: {message}{shown}")

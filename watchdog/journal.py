@@ -250,9 +250,7 @@ class Journal:
             assignments.append("closed_at = ?")
             values.append(_iso(now))
         with self.transaction() as db:
-            changed = db.execute(
-                f"UPDATE incidents SET {', '.join(assignments)} WHERE id = ?", (*values, incident_id)
-            )
+            changed = db.execute(f"UPDATE incidents SET {', '.join(assignments)} WHERE id = ?", (*values, incident_id))
             if changed:
                 db.log(incident_id, now, state, note)
             return changed > 0

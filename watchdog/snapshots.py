@@ -176,9 +176,11 @@ class WorkerSnapshot:
         if isinstance(task, Mapping) and isinstance(task.get("id"), str):
             task_id = task["id"]
         queues = raw.get("queues") or []
-        queue_ids = tuple(
-            q["id"] for q in queues if isinstance(q, Mapping) and isinstance(q.get("id"), str)
-        ) if isinstance(queues, list) else ()
+        queue_ids = (
+            tuple(q["id"] for q in queues if isinstance(q, Mapping) and isinstance(q.get("id"), str))
+            if isinstance(queues, list)
+            else ()
+        )
         return cls(
             id=worker_id,
             task_id=task_id,
@@ -204,7 +206,7 @@ class ModelSnapshot:
         uri = raw.get("uri")
         return cls(
             id=model_id,
-            name=raw.get("name") if isinstance(raw.get("name"), str) else "",
+            name=_text(raw, "name"),
             uri=uri if isinstance(uri, str) else "",
             last_update=_when(raw, "last_update", "model") or _when(raw, "created", "model"),
             last_iteration=_int_or_none(raw, "last_iteration"),
