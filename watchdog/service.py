@@ -11,8 +11,10 @@ at most `SHUTDOWN_GRACE_S`, closes the journal and returns 0; a second signal ex
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -174,9 +176,19 @@ class Service:
             self.stop_requested.wait()
         finally:
             self._shutdown(scheduler)
+        if install_signals:
+            # This process is ours (we installed the signal handlers) and the journal is closed. A step
+            # still stuck past the grace period, or a chat send in flight, runs in the scheduler's worker
+            # threads, which are not daemon threads: the interpreter would wait for them at exit, past
+            # the 10 s promised to systemd/docker. Leave now, with success.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         return 0
 
-    def _shutdown(self, scheduler: BackgroundScheduler) -> None:
+    def _shutdown(self, scheduler: BackgroundScheduler) -> bool:
+        """Stop the jobs, wait up to the grace period for the running step; True if it finished."""
         log.info("stopping", grace_s=SHUTDOWN_GRACE_S)
         for observer in self.observers:
             self._tell(observer.stopping)
@@ -184,9 +196,11 @@ class Service:
         finished = self._cycle_lock.acquire(timeout=SHUTDOWN_GRACE_S)
         if not finished:
             log.warning("step_still_running", note="exiting anyway; the next start repairs it from ClearML")
-        self.deliver()  # one last try, bounded by the channels' own timeouts
+        if finished:  # one last try, bounded by the channels' own timeouts; no time left otherwise
+            self.deliver()
         self.journal.close()
         log.info("stopped")
+        return finished
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
