@@ -127,6 +127,7 @@ class Journal:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         try:
+            self._refuse_newer()  # before WAL: switching the journal mode rewrites the file's header
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
@@ -138,13 +139,19 @@ class Journal:
     def open_in(cls, state_dir: Path) -> Journal:
         return cls(state_dir / JOURNAL_FILENAME)
 
-    def _migrate(self) -> None:
+    def _refuse_newer(self) -> None:
+        """A file written by a newer watchdog is refused before anything writes to it (not even WAL mode)."""
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
+            self._db.close()
             raise StateError(
                 f"the journal at {self.path} has schema version {version}, newer than this watchdog "
                 f"understands ({SCHEMA_VERSION}): upgrade clearml-spot-watchdog, or move the file aside"
             )
+
+    def _migrate(self) -> None:
+        self._refuse_newer()
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction() as db:
                 db.executescript_in_tx(MIGRATIONS[target - 1])
