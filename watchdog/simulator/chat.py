@@ -60,7 +60,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any  # parsed JSON or form fields; None if unreadable
     raw: bytes
-    status: int
+    status: int  # 0: the stand-in was told to hang and never answered in time
     answer: Any
 
 
@@ -232,9 +232,13 @@ class _StandIn:
         path = urlsplit(handler.path).path
         fault = self._pick_fault(path)
         if fault is not None and fault.hang_s > 0:
+            # Recorded on arrival with status 0 ("never answered"), so tests see it while it hangs.
+            with self._lock:
+                self._requests.append(Recorded(self._clock(), handler.command, path, headers, body, raw, 0, None))
             self._wake.wait(fault.hang_s)
-            reply = Reply(504, "gateway timeout")
-        elif fault is not None:
+            _write(handler, Reply(504, "gateway timeout"))
+            return
+        if fault is not None:
             reply = self._fault_reply(path, fault)
         else:
             with self._lock:

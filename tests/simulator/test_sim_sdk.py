@@ -1,0 +1,101 @@
+"""The REAL clearml SDK (2.1.12) against the simulator over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watchdog.simulator import Simulator
+
+
+def test_session_logs_in_and_reads_the_token(sdk_session: Any, sim: Simulator) -> None:
+    from clearml.backend_api.session import Session
+
+    # The SDK took api_version/server_version/feature_set from our unverified JWT.
+    assert Session.api_version == "2.31"
+    assert Session.server_version == "2.0.0"
+    assert Session.feature_set == "basic"
+    assert sdk_session.host == sim.url
+    assert sim.calls.count("auth.login") >= 1
+
+
+def test_raw_send_request_get_all(sdk_session: Any, sim: Simulator) -> None:
+    task_id = sim.create_task("raw query")
+    res = sdk_session.send_request(
+        "tasks", "get_all", json={"id": [task_id], "only_fields": ["id", "name", "status", "execution.queue"]}
+    )
+    assert res.status_code == 200
+    body = res.json()
+    assert body["meta"]["result_code"] == 200
+    assert body["data"]["tasks"] == [{"id": task_id, "name": "raw query", "status": "created", "execution": {}}]
+
+
+def test_typed_api_client_parses_tasks_workers_queues_models(sdk_session: Any, sim: Simulator) -> None:
+    from clearml.backend_api.session.client import APIClient
+
+    sim.start_agents(1)
+    task_id = sim.submit("typed", hyperparams={"Args": {"lr": 0.1}})
+    sim.wait_running(task_id)
+    sim.wait_for(lambda: sim.models(task_id))
+    client = APIClient(session=sdk_session)
+
+    tasks = client.tasks.get_all(id=[task_id], only_fields=["id", "name", "status", "last_update", "hyperparams"])
+    assert [t.id for t in tasks] == [task_id]
+    assert str(tasks[0].status.value) == "in_progress"
+    assert tasks[0].last_update.tzinfo is not None
+    assert tasks[0].hyperparams["Args"]["lr"].value == "0.1"
+
+    workers = client.workers.get_all(last_seen=3600)
+    assert [w.id for w in workers] == ["spot-01:gpu0"]
+    assert workers[0].task.id == task_id
+    assert workers[0].queues[0].name == "default"
+
+    queues = client.queues.get_all(name="default")
+    assert queues[0].name == "default"
+
+    models = client.models.get_all(task=[task_id])
+    assert models[0].uri.startswith("s3://sim-bucket/sim-project/" + task_id + "/checkpoint_")
+
+
+def test_task_get_task_reads_hyperparameters(sdk_session: Any, sim: Simulator) -> None:
+    from clearml import Task
+
+    task_id = sim.create_task("reader", hyperparams={"Args": {"lr": 0.1, "epochs": 3}, "General": {"resume_from": ""}})
+    task = Task.get_task(task_id=task_id)
+    assert task.name == "reader"
+    assert task.get_parameters() == {"Args/lr": "0.1", "Args/epochs": "3", "General/resume_from": ""}
+    assert task.get_status() == "created"
+
+
+def test_sdk_clone_and_enqueue(sdk_session: Any, sim: Simulator) -> None:
+    from clearml import Task
+
+    sim.start_agents(2)
+    source_id = sim.submit("to clone", hyperparams={"Args": {"lr": 0.1}})
+    sim.wait_running(source_id)
+    source = Task.get_task(task_id=source_id)
+
+    clone = Task.clone(source_task=source, name="resumed", parent=source.id)
+    assert clone.get_status() == "created"
+    assert clone.parent == source_id
+    assert clone.get_parameters() == {"Args/lr": "0.1"}
+    clone.set_parameter("Args/resume_from", "s3://bucket/ckpt.pt")
+    assert sim.task(clone.id)["hyperparams"]["Args"]["resume_from"]["value"] == "s3://bucket/ckpt.pt"
+
+    Task.enqueue(clone, queue_name="default")
+    assert sim.task(clone.id)["status"] in ("queued", "in_progress")
+    running = sim.wait_for(lambda: sim.task(clone.id)["status"] == "in_progress" and sim.task(clone.id), 5)
+    assert running["execution"]["queue"] == sim.state.queue_id("default")
+
+
+def test_sdk_marks_stopped_and_reads_status(sdk_session: Any, sim: Simulator) -> None:
+    from clearml import Task
+
+    sim.start_agents(1)
+    task_id = sim.submit("mark me")
+    sim.wait_running(task_id)
+    worker = sim.worker_of(task_id)
+    assert worker is not None
+    sim.kill_agent(worker)
+    Task.get_task(task_id=task_id).mark_stopped(force=True, status_message="lost machine")
+    task = sim.task(task_id)
+    assert (task["status"], task["status_message"]) == ("stopped", "lost machine")
