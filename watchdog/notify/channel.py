@@ -74,8 +74,7 @@ class Traits:
     format: Format
     threads: bool  # follow-ups can reply to the incident's first message
     edits: bool  # the first message can be edited as the incident moves on
-    rate_per_s: float  # sustained messages per second the service accepts for one chat
-    burst: int  # messages that may go back to back before the rate applies
+    limits: tuple[tuple[int, float], ...]  # (at most n messages, per this many seconds), all must hold
     timeout_s: float = 0.0  # the longest one request can take (the outbox's time budget counts on it)
 
 

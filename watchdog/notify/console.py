@@ -19,7 +19,7 @@ class ConsoleChannel:
     """Writes each message, framed, to a stream (stdout by default)."""
 
     name = "console"
-    traits = Traits(format=Format.PLAIN, threads=False, edits=False, rate_per_s=1000.0, burst=1000)
+    traits = Traits(format=Format.PLAIN, threads=False, edits=False, limits=())
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream

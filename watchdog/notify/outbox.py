@@ -15,8 +15,9 @@ The stages, each its own piece (Alertmanager's shape):
   failure schedules the next try with backoff + jitter (never before a 429's retry_after), or marks the
   row `dead` when the message can never go or the retry budget is spent; both with a log line.
 Threads: the first message of an incident on a channel is remembered in `threads`; follow-ups reply to
-it and, where the channel can, the first message is edited to show where the incident stands (best
-effort: the reply already carries the news).
+it and, where the channel can, the first message is then edited to show where the incident stands. Edits
+go after a pass's messages, within the same rate limits, a few tries each; they are kept in memory only
+(cosmetic: the reply in the thread already carries the news).
 
 Delivery is at-least-once: a crash between a successful request and the UPDATE resends that message.
 `deliver_due` bounds its own time (`budget_s`) and stops trying a channel after its first failure in a
@@ -52,6 +53,7 @@ _FOLLOW_UPS = tuple(e.value for e in EventKind if not e.opens_incident and e is 
 _OPENERS = tuple(e.value for e in EventKind if e.opens_incident)
 _MAX_ROWS_PER_PASS = 5000
 _CHUNK = 400  # ids per IN (...) list, under SQLite's variable limit
+_EDIT_TRIES = 3
 
 
 class SqlExecutor(Protocol):
@@ -151,6 +153,9 @@ class Outbox:
         self._counter_lock = threading.Lock()
         self._pass_lock = threading.Lock()
         self._pass_started = 0.0
+        # First messages to edit because their incidents moved on: (channel, remote_ref) -> failed tries.
+        # In memory on purpose: the edit is cosmetic (the thread reply carries the news).
+        self._dirty_heads: dict[tuple[str, str], int] = {}
         self._pass_budget_s = budget_s
 
     def __repr__(self) -> str:
@@ -363,6 +368,7 @@ class Outbox:
             except Exception:  # a bug in rendering or recording must not stop the other batches
                 log.exception("notify.batch_failed", channel=batch.channel, keys=[r.key for r in batch.rows][:10])
                 failed_channels.add(batch.channel)
+        self._edit_pending_heads(now, failed_channels, report)
         if out_of_time:
             log.info("notify.pass_out_of_time", budget_s=budget_s, note="the rest goes in the next pass")
         return DeliveryReport(
@@ -400,9 +406,8 @@ class Outbox:
                 in_thread=bool(batch.thread_ref),
                 remote_ref=result.remote_ref,
             )
-            follow_up = bool(batch.thread_ref) and traits.edits and not batch.event.opens_incident
-            if follow_up and self._edit_first_message(channel, batch.thread_ref, now):
-                report["edits"] += 1
+            if batch.thread_ref and traits.edits and not batch.event.opens_incident:
+                self._dirty_heads.setdefault((channel.name, batch.thread_ref), 0)
             return
         self._count("failed", channel.name, len(keys))
         report["failed"] += len(keys)
@@ -493,8 +498,46 @@ class Outbox:
 
     # --- the first message, kept current ------------------------------------------------------------
 
-    def _edit_first_message(self, channel: Channel, head_ref: str, now: datetime) -> bool:
-        """Re-render the incident's first message with where each incident stands now; best effort."""
+    def _edit_pending_heads(self, now: datetime, failed: set[str], report: Counter[str]) -> None:
+        """Edit first messages whose incidents moved on, after this pass's messages (edits matter less)."""
+        for (name, head_ref), tries in list(self._dirty_heads.items()):
+            channel = self._channels.get(name)
+            if channel is None:
+                del self._dirty_heads[(name, head_ref)]
+                continue
+            if name in failed or self._pacer.blocked(name, channel.traits, now) or not self._fits(channel):
+                continue  # a later pass
+            try:
+                result = self._edit_first_message(channel, head_ref, now)
+            except Exception:  # a bug here must not stop deliveries
+                log.exception("notify.edit_crashed", channel=name, remote_ref=head_ref)
+                result = SendResult(Outcome.REJECTED, error="internal error")
+            if result is None or result.ok:
+                del self._dirty_heads[(name, head_ref)]
+                if result is not None:
+                    report["edits"] += 1
+                continue
+            self._count("edit_failures", name)
+            gives_up = not result.retryable or tries + 1 >= _EDIT_TRIES
+            log.warning(
+                "notify.edit_failed",
+                channel=name,
+                remote_ref=head_ref,
+                error=redact_known(result.describe()),
+                will_retry=not gives_up,
+                note="the reply in the thread carries the news; only the first message's status is stale",
+            )
+            if gives_up:
+                del self._dirty_heads[(name, head_ref)]
+            else:
+                self._dirty_heads[(name, head_ref)] = tries + 1
+            if result.retryable:
+                failed.add(name)
+                pause = result.retry_after_s or self._settings.retry.first_delay_s
+                self._pacer.pause(name, channel.traits, now, now + timedelta(seconds=pause), result.error)
+
+    def _edit_first_message(self, channel: Channel, head_ref: str, now: datetime) -> SendResult | None:
+        """Re-render an incident's first message with where each incident stands now (None: nothing to do)."""
         marks = ",".join("?" * len(_OPENERS))
         heads = self._journal.query(
             f"SELECT payload, sent_at FROM outbox WHERE channel = ? AND remote_ref = ? AND state = 'sent'"
@@ -502,7 +545,7 @@ class Outbox:
             (channel.name, head_ref, *_OPENERS),
         )
         if not heads:
-            return False
+            return None
         openers = [Notice.from_json(r["payload"]) for r in heads]
         sent_at = _time(heads[0]["sent_at"], now)
         incidents = sorted({n.incident_id for n in openers})
@@ -520,30 +563,12 @@ class Outbox:
                 if known is None or notice.occurred_at >= known.occurred_at:
                     status[notice.incident_id] = notice
         if not status:
-            return False
-        why = self._pacer.blocked(channel.name, channel.traits, now)
-        if not why and not self._fits(channel):
-            why = "out of time in this pass"
-        if why:
-            log.info("notify.edit_skipped", channel=channel.name, remote_ref=head_ref, reason=why)
-            return False
+            return None
+        # Rendered as of when it was first sent (so it does not suddenly read "delivery was delayed").
         text = render(openers, channel.traits.format, sent_at, status=status)
         self._pacer.spend(channel.name, channel.traits, now)
         result = self._safe_send(channel, Message(text, edit_ref=head_ref))
         if result.ok:
             self._count("edits", channel.name)
             log.info("notify.first_message_updated", channel=channel.name, remote_ref=head_ref)
-            return True
-        self._count("edit_failures", channel.name)
-        log.warning(
-            "notify.edit_failed",
-            channel=channel.name,
-            remote_ref=head_ref,
-            error=redact_known(result.describe()),
-            note="the reply in the thread carries the news; the first message keeps its old status",
-        )
-        if result.retry_after_s:
-            self._pacer.pause(
-                channel.name, channel.traits, now, now + timedelta(seconds=result.retry_after_s), result.error
-            )
-        return False
+        return result

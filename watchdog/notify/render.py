@@ -44,7 +44,8 @@ BUDGET: dict[Format, int] = {Format.TELEGRAM: 4000, Format.SLACK: 12_000, Format
 
 # Caps on single user-supplied strings (characters), applied before anything else.
 CAP_NAME = 100
-CAP_GROUP_NAME = 60
+CAP_GROUP_NAME = 48
+CAP_GROUP_WORKER = 32
 CAP_SHORT = 80  # project, worker, queue
 CAP_URI = 300
 CAP_EXPLANATION = 500
@@ -115,20 +116,35 @@ def cap(value: str, limit: int) -> str:
     return cut + "…"
 
 
+def _head(value: str, limit: int) -> tuple[str, bool]:
+    """Cheap pre-cut of a huge string before the per-character cleaning (a 5,000-character name costs)."""
+    room = limit * 4 + 16
+    return (value[:room], True) if len(value) > room else (value, False)
+
+
 def one_line(value: str, limit: int) -> str:
     """A user string for a single-line field: whitespace (newlines too) collapsed, controls dropped, capped."""
-    cleaned = _drop_controls(_valid_unicode(value), keep_newlines=False)
-    return cap(_WS.sub(" ", cleaned).strip(), limit)
+    value, cut = _head(value, limit)
+    cleaned = _WS.sub(" ", _drop_controls(_valid_unicode(value), keep_newlines=False)).strip()
+    return _mark_cut(cap(cleaned, limit), limit, cut)
 
 
 def paragraph(value: str, limit: int, max_lines: int = 6) -> str:
     """A user string that may keep a few line breaks (an explanation, an error message)."""
+    value, cut = _head(value, limit)
     cleaned = _drop_controls(_valid_unicode(value).replace("\r\n", "\n").replace("\r", "\n"), keep_newlines=True)
     lines = [" ".join(part.split()) for part in cleaned.split("\n")]
     lines = [line for line in lines if line]
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 1], "…"]
-    return cap("\n".join(lines), limit)
+    return _mark_cut(cap("\n".join(lines), limit), limit, cut)
+
+
+def _mark_cut(value: str, limit: int, cut: bool) -> str:
+    """End with an ellipsis if the pre-cut dropped text, still within `limit`."""
+    if not cut or value.endswith("…"):
+        return value
+    return (value[: limit - 1] if len(value) >= limit else value) + "…"
 
 
 def safe_url(url: str) -> str:
@@ -466,35 +482,49 @@ def _shared(values: Sequence[str]) -> str:
     return first if first and all(v == first for v in values) else ""
 
 
-def _group_item(notice: Notice, now: datetime, latest: Notice | None, show_project: bool, show_queue: bool) -> Line:
+_GROUP_ACTIONS = {"requeue": "re-queued", "escalate": "moved to the fallback queue"}
+
+
+def _group_action(notices: Sequence[Notice]) -> str:
+    """The action every listed task got, in words, if they all got the same clone-making one."""
+    actions = {n.action for n in notices}
+    if len(actions) != 1 or any(n.event is EventKind.RECOVERED for n in notices):
+        return ""
+    return _GROUP_ACTIONS.get(actions.pop(), "")
+
+
+def _group_item(notice: Notice, latest: Notice | None, shared: Mapping[str, str]) -> Line:
+    """One compact line per task (about 80 characters, so 40 fit one Telegram message)."""
     mark = _STATUS_MARK[latest.event][0] if latest is not None and latest.event in _STATUS_MARK else "•"
     spans: list[Span] = [text(f"{mark} "), link(_task_label(notice, CAP_GROUP_NAME), notice.task_url)]
     project = one_line(notice.project_name, CAP_SHORT)
-    if show_project and project:
+    if project and not shared["project"]:
         spans += [text(" "), code(project)]
-    worker = one_line(notice.worker, CAP_SHORT)
+    worker = one_line(notice.worker, CAP_GROUP_WORKER)
     if worker:
         spans += [text(" · "), code(worker)]
-    if notice.silent_for_s is not None and notice.event.opens_incident:
+    if notice.silent_for_s is not None and notice.event.opens_incident and not shared["silent"]:
         spans.append(text(f" · silent {duration(notice.silent_for_s)}"))
-    queue = one_line(notice.queue_name, CAP_SHORT)
-    if _clones(notice):
-        verb = "running" if notice.event is EventKind.RECOVERED else "re-queued"
-        attempt = _short_attempt(notice)
-        spans.append(text(f" · {verb}" + (f" {attempt}" if attempt else "")))
-        if show_queue and queue:
-            spans += [text(" on "), code(queue)]
-        if notice.checkpoint_uri:
-            at = f" iter {_count(notice.resume_iteration)}" if notice.resume_iteration is not None else ""
-            spans.append(text(f" · from checkpoint{at}"))
-        else:
-            spans.append(text(" · from scratch"))
-        if notice.clone_url:
-            spans += [text(" · "), link("clone", notice.clone_url)]
-    else:
+    if not _clones(notice):
         why = one_line(_explanation(notice, CAP_GROUP_EXPLANATION), CAP_GROUP_EXPLANATION)
-        if why:
-            spans.append(text(f" · {why}"))
+        return (*spans, text(f" · {why}")) if why else tuple(spans)
+    if not shared["action"]:
+        words = "running" if notice.event is EventKind.RECOVERED else _GROUP_ACTIONS.get(notice.action, notice.action)
+        spans.append(text(f" · {words}"))
+    queue = one_line(notice.queue_name, CAP_SHORT)
+    if queue and not shared["queue"]:
+        spans += [text(" on "), code(queue)]
+    attempt = _short_attempt(notice)
+    if attempt:
+        spans.append(text(f" · {attempt}"))
+    if not notice.checkpoint_uri:
+        spans.append(text(" · from scratch"))
+    elif notice.resume_iteration is not None:
+        spans.append(text(f" · from iter {_count(notice.resume_iteration)}"))
+    else:
+        spans.append(text(" · from checkpoint"))
+    if notice.clone_url:
+        spans += [text(" · "), link("clone", notice.clone_url)]
     return tuple(spans)
 
 
@@ -508,13 +538,25 @@ def _group_lines(
         done = sum(1 for m in marks if m is EventKind.RECOVERED)
         gave = sum(1 for m in marks if m is EventKind.GAVE_UP)
         head.append((bold("Now:"), text(f" {done} recovered, {gave} given up, {len(notices) - done - gave} pending")))
-    project = _shared([one_line(n.project_name, CAP_SHORT) for n in notices])
-    queue = _shared([one_line(n.queue_name, CAP_SHORT) for n in notices])
-    if project:
-        head.append((bold("Project:"), text(" "), code(project)))
-    if queue and any(_clones(n) for n in notices):
-        head.append((bold("Queue:"), text(" "), code(queue)))
-    items = [_group_item(n, now, status.get(n.incident_id), not project, not queue) for n in notices]
+    clones = any(_clones(n) for n in notices)
+    shared = {
+        "project": _shared([one_line(n.project_name, CAP_SHORT) for n in notices]),
+        "queue": _shared([one_line(n.queue_name, CAP_SHORT) for n in notices]) if clones else "",
+        "action": _group_action(notices),
+        "silent": _shared(
+            [duration(n.silent_for_s) if n.silent_for_s is not None and n.event.opens_incident else "" for n in notices]
+        ),
+    }
+    if shared["project"]:
+        head.append((bold("Project:"), text(" "), code(shared["project"])))
+    if shared["silent"]:
+        head.append((bold("Why:"), text(f" each machine was silent for {shared['silent']}")))
+    if shared["action"]:
+        where: list[Span] = [text(" on "), code(shared["queue"])] if shared["queue"] else []
+        head.append((bold("Action:"), text(f" {shared['action']}"), *where, text(" (attempt n/max per task)")))
+    elif shared["queue"]:
+        head.append((bold("Queue:"), text(" "), code(shared["queue"])))
+    items = [_group_item(n, status.get(n.incident_id), shared) for n in notices]
     tail = [_when_line(min(notices, key=lambda n: n.occurred_at), now)]
     return head, items, tail
 

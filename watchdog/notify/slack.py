@@ -12,6 +12,8 @@ API errors and 429 with `Retry-After` when rate limited; a webhook answers plain
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import requests
 
 from watchdog.notify.channel import Message, Outcome, SendResult, Traits
@@ -20,9 +22,8 @@ from watchdog.notify.render import Format
 from watchdog.notify.settings import SlackSettings
 from watchdog.notify.transport import json_body, new_session, origin, post_json, retry_after
 
-# Slack: about one message per second per channel, short bursts tolerated.
-_RATE_PER_S = 1.0
-_BURST = 3
+# Slack: about one message per second per channel ("short bursts tolerated": we do not rely on that).
+_LIMITS = ((1, 1.0),)
 _DEFAULT_RETRY_AFTER_S = 30.0
 
 _BAD_TOKEN = "check bot_token (a bot token starts with xoxb- and needs the chat:write scope)"
@@ -83,14 +84,16 @@ class SlackChannel:
         self._settings = settings
         self._session = session or new_session()
         secrets = [s.get_secret_value() for s in (settings.webhook_url, settings.bot_token) if s is not None]
+        if settings.webhook_url is not None:
+            # urllib3's debug log prints the request line, i.e. the webhook's path without the host.
+            secrets.append(urlsplit(settings.webhook_url.get_secret_value()).path)
         self._redact = register(secrets)
         webhook = settings.mode == "webhook"
         self.traits = Traits(
             format=Format.SLACK,
             threads=not webhook,
             edits=not webhook,
-            rate_per_s=_RATE_PER_S,
-            burst=_BURST,
+            limits=_LIMITS,
             timeout_s=settings.timeout_s,
         )
 

@@ -57,8 +57,7 @@ class TelegramChannel:
             format=Format.TELEGRAM,
             threads=True,
             edits=True,
-            rate_per_s=20 / 60 if group else 1.0,
-            burst=3,
+            limits=((20, 60.0), (1, 1.0)) if group else ((1, 1.0),),
             timeout_s=settings.timeout_s,
         )
 
