@@ -165,7 +165,7 @@ def attempt(case: str, slack: SlackStandIn, telegram: TelegramStandIn) -> tuple[
     """Break things as `case` says, make one send; returns the result and the secret that must not leak."""
     if case.startswith("tg-"):
         secret = telegram.token
-        channel = telegram_bot(telegram)
+        channel: TelegramChannel | SlackChannel = telegram_bot(telegram)
         text = "<b>hello</b>"
         if case == "tg-token":
             channel = telegram_bot(telegram, bot_token="999:WrongTokenWrongToken")

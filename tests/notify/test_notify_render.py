@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from notify_helpers import T0, notice
@@ -134,7 +135,7 @@ HOSTILE = [
 ]
 
 
-def hostile_notice(value: str, incident: str = "inc-1", **fields: object) -> Notice:
+def hostile_notice(value: str, incident: str = "inc-1", **fields: Any) -> Notice:
     return notice(
         incident,
         task_name=value,
