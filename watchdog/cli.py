@@ -47,6 +47,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.add_argument("--seconds", type=float, default=50.0, help="stop after this long at the latest")
     commands.add_parser("notify-test", parents=[common], help="send a test message to every configured channel")
+    deploy = commands.add_parser(
+        "deploy-service",
+        parents=[common],
+        help="create or update the watchdog's task on the ClearML services queue and enqueue it",
+        description="Create (or update) a ClearML task of type 'service' that runs `clearml-watchdog run` "
+        "with this config attached (secrets left out: the agent's environment supplies them), and enqueue it "
+        "on the services queue by id. Run it again to update the same task.",
+    )
+    deploy.add_argument("--queue", default="services", help="queue the services agent serves (default: services)")
+    deploy.add_argument("--project", default="DevOps", help="project of the service task (default: DevOps)")
+    deploy.add_argument("--name", default="clearml-spot-watchdog", help="task name (default: clearml-spot-watchdog)")
+    deploy.add_argument(
+        "--package",
+        default=f"clearml-spot-watchdog=={__version__}",
+        help="pip requirement the agent installs (default: this version; a wheel URL or git+https://... works)",
+    )
+    deploy.add_argument("--docker-image", default=None, help="container image for the task (default: the agent's)")
     return parser
 
 
@@ -61,11 +78,21 @@ class Runtime:
 
 
 def load(args: argparse.Namespace) -> Any:
+    """The config: from --config / $CLEARML_WATCHDOG_CONFIG / ./config.yaml; or, inside a ClearML agent
+    (`$CLEARML_TASK_ID` set) with neither of the first two, from the task's configuration object."""
+    import os
+
     from watchdog.config import load_config, resolve_path
     from watchdog.logs import register_secrets
 
-    path, _explicit = resolve_path(args.config)
-    config = load_config(path)
+    path, explicit = resolve_path(getattr(args, "config", None))
+    task_id = os.environ.get("CLEARML_TASK_ID", "")
+    if task_id and not explicit:
+        from watchdog.service_task import load_config_from_task
+
+        config = load_config_from_task(task_id)
+    else:
+        config = load_config(path)
     register_secrets(_secrets_of(config))
     return config
 
@@ -83,10 +110,10 @@ def _secrets_of(config: Any) -> list[str | None]:
 def build_runtime(config: Any) -> Runtime:
     from watchdog.gateway import Gateway
     from watchdog.journal import Journal
-    from watchdog.notify.outbox import Outbox
+    from watchdog.notify.build import build_outbox
 
     journal = Journal.open_in(config.state_dir)
-    return Runtime(config, Gateway(config.clearml), journal, Outbox(journal, config.notify))
+    return Runtime(config, Gateway(config.clearml), journal, build_outbox(journal, config.notify))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -110,7 +137,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _observers(config: Any, runtime: Runtime) -> list[Any]:
-    return []
+    """What watches the daemon: figures for /metrics and /healthz, systemd's notify socket, and (inside a
+    ClearML agent) scalars on the watchdog's own task. Metrics come first so a probe that hears READY=1
+    already finds the first cycle counted."""
+    import os
+
+    from watchdog.health import HealthServer, default_stale_after_s
+    from watchdog.metrics import Metrics
+    from watchdog.systemd import SystemdNotifier
+
+    stale_after_s = config.health.stale_after_s or default_stale_after_s(
+        config.poll_interval_s, config.clearml.request_timeout_s
+    )
+    metrics = Metrics(
+        stale_after_s=stale_after_s,
+        gateway_stats=runtime.gateway.stats,
+        outbox=runtime.outbox,
+        journal=runtime.journal,
+    )
+    observers: list[Any] = [metrics]
+    if config.health.enabled:
+        server = HealthServer(metrics, config.health.host, config.health.port)
+        if server.start():
+            observers.append(server)
+    task_id = os.environ.get("CLEARML_TASK_ID", "")
+    if task_id:
+        from watchdog.service_task import TaskScalars
+
+        observers.append(TaskScalars(runtime.gateway, task_id))
+    systemd = SystemdNotifier(poll_interval_s=config.poll_interval_s)
+    if systemd.enabled:
+        systemd.starting()
+        observers.append(systemd)
+    return observers
 
 
 def _check_scope_or_warn(reconciler: Any) -> list[str]:
@@ -133,7 +192,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     try:
         report = reconciler.run_cycle()
         if not args.dry_run:
-            runtime.outbox.deliver_due(runtime.gateway.server_now())
+            runtime.outbox.deliver_due()
     finally:
         runtime.journal.close()
     if args.json:
@@ -214,11 +273,45 @@ def _error(message: str) -> None:
     print(f"clearml-watchdog: error: {mask(message)}", file=sys.stderr)
 
 
+def cmd_deploy_service(args: argparse.Namespace) -> int:
+    """`deploy-service`: see watchdog/service_task.py for what the task is and how an agent runs it."""
+    from watchdog.config import parse_yaml, resolve_path
+    from watchdog.gateway import Gateway
+    from watchdog.service_task import deploy
+
+    config = load(args)
+    path, _explicit = resolve_path(args.config)
+    raw = parse_yaml(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else {}
+    result = deploy(
+        Gateway(config.clearml),
+        config,
+        raw,
+        queue=args.queue,
+        project=args.project,
+        name=args.name,
+        package=args.package,
+        image=args.docker_image,
+    )
+    enqueued = f"enqueued on {args.queue!r} (queue id {result.queue_id})" if result.enqueued else "not enqueued"
+    print(f"{result.action} service task {result.task_id}: {enqueued}")
+    if result.task_url:
+        print(f"  {result.task_url}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    if result.required_env:
+        print("  the services agent must have these in its environment (and pass them into its containers, e.g.")
+        print('  CLEARML_AGENT_EXTRA_DOCKER_ARGS="' + " ".join(f"-e {v}" for v in result.required_env) + '"):')
+        for name in result.required_env:
+            print(f"    {name}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "once": cmd_once,
     "history": cmd_history,
     "check-config": cmd_check_config,
+    "deploy-service": cmd_deploy_service,
 }
 
 
