@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from watchdog import __version__
 from watchdog.errors import ClearMLRejected, ClearMLUnavailable, ConfigError, StateError, WatchdogError
@@ -107,13 +107,15 @@ def _secrets_of(config: Any) -> list[str | None]:
     return secrets
 
 
-def build_runtime(config: Any) -> Runtime:
+def build_runtime(config: Any, *, console_stream: TextIO | None = None) -> Runtime:
+    """`console_stream`: where console alerts go (stderr when stdout carries JSON)."""
     from watchdog.gateway import Gateway
     from watchdog.journal import Journal
-    from watchdog.notify.build import build_outbox
+    from watchdog.notify.build import build_channels, build_outbox
 
     journal = Journal.open_in(config.state_dir)
-    return Runtime(config, Gateway(config.clearml), journal, build_outbox(journal, config.notify))
+    channels = build_channels(config.notify, stream=console_stream)
+    return Runtime(config, Gateway(config.clearml), journal, build_outbox(journal, config.notify, channels=channels))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -187,7 +189,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     from watchdog.recovery import Reconciler
 
     config = load(args)
-    runtime = build_runtime(config)
+    runtime = build_runtime(config, console_stream=sys.stderr if args.json else None)
     reconciler = Reconciler(runtime.gateway, runtime.journal, runtime.outbox, config, dry_run=args.dry_run)
     try:
         report = reconciler.run_cycle()

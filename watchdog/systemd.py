@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 STATUS_MAX_CHARS = 200
+SEND_TIMEOUT_S = 1.0
 
 
 def _socket_address(raw: str) -> str | bytes | None:
@@ -87,6 +88,9 @@ class Notifier:
         payload = "\n".join(fields).encode("utf-8", "replace")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # A datagram socket blocks when the reader's queue is full (10 datagrams on Linux): a
+                # stalled reader must cost at most a moment, never a stuck cycle or shutdown.
+                sock.settimeout(SEND_TIMEOUT_S)
                 sock.sendto(payload, self._address)
             return True
         except OSError as error:

@@ -1,21 +1,31 @@
-"""Helpers for the deploy tests: a real NOTIFY_SOCKET listener and a strict Prometheus text parser."""
+"""Helpers for the deploy tests: a NOTIFY_SOCKET listener, a strict Prometheus text parser, the daemon
+as a child process, and small simulator scenarios."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from watchdog.simulator import Simulator
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 class NotifyListener:
-    """A datagram socket bound where systemd would bind it; collects every notify field received."""
+    """A datagram socket bound where systemd would bind it; a thread reads it at once (as systemd
+    does), so the sender never meets a full queue, and the test reads the fields received so far."""
 
     def __init__(self, path: Path | None = None, abstract_name: str | None = None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -26,16 +36,29 @@ class NotifyListener:
             assert path is not None
             self.sock.bind(str(path))
             self.address = str(path)
-        self.sock.settimeout(0.2)
+        self.sock.settimeout(0.1)
         self.messages: list[list[str]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def drain(self) -> list[list[str]]:
-        while True:
+    def _read(self) -> None:
+        while not self._closed.is_set():
             try:
                 data = self.sock.recv(65536)
             except (TimeoutError, BlockingIOError):
-                return self.messages
-            self.messages.append(data.decode().split("\n"))
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.messages.append(data.decode().split("\n"))
+
+    def drain(self) -> list[list[str]]:
+        """Every message so far (after a moment for datagrams already sent to be read)."""
+        time.sleep(0.05)
+        with self._lock:
+            return list(self.messages)
 
     def fields(self) -> list[str]:
         return [f for message in self.drain() for f in message]
@@ -53,6 +76,8 @@ class NotifyListener:
             time.sleep(0.05)
 
     def close(self) -> None:
+        self._closed.set()
+        self._reader.join(2)
         self.sock.close()
 
 
@@ -139,3 +164,91 @@ def env_without_clearml() -> dict[str, str]:
     return {
         k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_", "NOTIFY_SOCKET", "WATCHDOG_"))
     }
+
+
+# --- the daemon as a process --------------------------------------------------------------------
+
+BIN = Path(sys.executable).parent / "clearml-watchdog"
+
+
+def write_config(directory: Path, *, health_port: int | None = None, extra: str = "") -> Path:
+    """A config for fast tests: 1 s cycles, short staleness, bounded ClearML requests."""
+    port = health_port if health_port is not None else free_port()
+    path = directory / "config.yaml"
+    path.write_text(
+        f"""\
+poll_interval_s: 1
+watch: {{queues: [gpu-spot], projects: [], exclude_tags: [no-watchdog]}}
+detect: {{task_stale_s: 1, worker_stale_s: 1}}
+state_dir: {directory / "state"}
+clearml: {{request_timeout_s: 20, retries: 0}}
+health: {{enabled: true, host: 127.0.0.1, port: {port}, stale_after_s: 3}}
+{extra}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class Daemon:
+    """`clearml-watchdog run` as a child process, with a real NOTIFY_SOCKET and a JSON log file."""
+
+    def __init__(self, directory: Path, sim: Simulator, config: Path | None, env: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        self.notify = NotifyListener(path=directory / "notify.sock")
+        self.log_path = directory / "daemon.log"
+        environment = env_without_clearml()
+        environment.update(sim.env())
+        environment["NOTIFY_SOCKET"] = self.notify.address
+        environment.update(env or {})
+        command = [str(BIN), "run", "--log-format", "json", "--log-level", "INFO"]
+        if config is not None:
+            command += ["--config", str(config)]
+        self._log = self.log_path.open("w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            command, env=environment, stdout=subprocess.DEVNULL, stderr=self._log, cwd=directory
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
+
+    def wait_log(self, event: str, timeout_s: float = 20.0, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for item in self.events():
+                if item.get("event") == event and all(item.get(k) == v for k, v in fields.items()):
+                    return item
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {event} {fields} in the log:\n{self.log_path.read_text()[-3000:]}")
+
+    def signal(self, signum: int) -> float:
+        self.process.send_signal(signum)
+        return time.monotonic()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.notify.close()
+        self._log.close()
+
+
+def lose_a_task(sim: Simulator, name: str = "train-lost") -> str:
+    """A task running on a spot agent that is then killed -9 (agent_lost after the thresholds)."""
+    worker = sim.start_agents(1, queues=["gpu-spot"])[0]
+    task_id = sim.submit(name, queue="gpu-spot", hyperparams={"Args": {"lr": 0.1, "resume_from": ""}})
+    sim.wait_running(task_id, timeout=10)
+    sim.wait_for(lambda: sim.models(task_id), timeout=10)  # a checkpoint to resume from
+    sim.kill_agent(worker)
+    return task_id
+
+
+def clones_of(sim: Simulator, task_id: str) -> list[dict[str, Any]]:
+    return [t for t in sim.tasks(parent=task_id)]

@@ -11,6 +11,7 @@ from deploy_helpers import http_get, parse_prometheus
 
 from watchdog.health import HealthServer, default_stale_after_s
 from watchdog.metrics import Metrics, notify_counters, outbox_depth
+from watchdog.notify.outbox import OutboxStats
 from watchdog.recovery import CycleReport, TaskOutcome
 
 
@@ -29,19 +30,21 @@ class FakeGatewayStats:
     skipped_records: int = 0
 
 
-@dataclass
-class FakeOutboxStats:
-    sent: int = 4
-    failed: int = 1
-    by_channel: dict[str, int] = field(default_factory=lambda: {"slack": 3, "telegram": 1})
-
-
 class FakeOutbox:
-    def __init__(self) -> None:
-        self.stats = FakeOutboxStats()
+    """Exposes what the real outbox exposes: `stats()` returning `OutboxStats`."""
 
-    def depth(self) -> int:
-        return 2
+    def stats(self) -> OutboxStats:
+        return OutboxStats(
+            delivered={"slack": 3, "telegram": 1},
+            messages={"slack": 2},
+            failed={"telegram": 1},
+            expired={},
+            dead={},
+            edits={},
+            edit_failures={},
+            depth={"slack": 2},
+            oldest_pending_s=12.5,
+        )
 
 
 def report(finished: bool = True, **counts: int) -> CycleReport:
@@ -122,10 +125,11 @@ def test_metrics_text_parses_and_moves(served: tuple[Metrics, FakeClock, str]) -
     assert after.value("clearml_watchdog_detection_delay_seconds_sum") == 200
     assert after.value("clearml_watchdog_clearml_requests_total", endpoint="tasks.get_all") == 6
     assert after.value("clearml_watchdog_clearml_errors_total") == 1
-    assert after.value("clearml_watchdog_notify_sent_total") == 4
-    assert after.value("clearml_watchdog_notify_failed_total") == 1
-    assert after.value("clearml_watchdog_notify_by_channel_total", channel="slack") == 3
-    assert after.value("clearml_watchdog_outbox_messages", state="pending") == 2
+    assert after.value("clearml_watchdog_notify_delivered_total", channel="slack") == 3
+    assert after.value("clearml_watchdog_notify_failed_total", channel="telegram") == 1
+    assert after.value("clearml_watchdog_outbox_depth") == 2
+    assert after.value("clearml_watchdog_outbox_pending", channel="slack") == 2
+    assert after.value("clearml_watchdog_outbox_oldest_pending_seconds") == 12.5
     assert after.types["clearml_watchdog_cycle_duration_seconds"] == "histogram"
 
 
@@ -148,7 +152,6 @@ def test_port_taken_is_not_fatal() -> None:
 
 
 class BrokenOutbox:
-    @property
     def stats(self) -> object:
         raise RuntimeError("half-built")
 
@@ -162,25 +165,26 @@ def test_broken_outbox_never_breaks_a_scrape() -> None:
 
 
 @pytest.mark.parametrize(
-    ("outbox", "expected"),
+    ("source", "expected"),
     [
         (None, []),  # no outbox at all
-        (object(), []),  # an outbox that exposes nothing
-        (type("O", (), {"counters": {"delivered": 2, "dead": 0}})(), [("delivered", {}, 2.0), ("dead", {}, 0.0)]),
-        (type("O", (), {"stats": lambda self: {"sent_total": 1}})(), [("sent", {}, 1.0)]),  # a method, a suffix
+        (object(), []),  # stats that expose nothing
+        ({"delivered": 2, "dead": 0}, [("delivered", {}, 2.0), ("dead", {}, 0.0)]),  # a plain mapping
+        ({"sent_total": 1, "depth": 5}, [("sent", {}, 1.0)]),  # a suffix dropped; depth is a level, not counted
+        ({"failed": {"slack": 2}}, [("failed", {"channel": "slack"}, 2.0)]),  # per channel
     ],
 )
-def test_notify_counters_shapes(outbox: object, expected: list[tuple[str, dict[str, str], float]]) -> None:
-    assert notify_counters(outbox) == expected
+def test_notify_counters_shapes(source: object, expected: list[tuple[str, dict[str, str], float]]) -> None:
+    assert notify_counters(source) == expected
 
 
 def test_outbox_depth_from_journal_rows() -> None:
     class Journal:
         def query(self, sql: str) -> list[tuple[str, int]]:
-            assert "FROM outbox" in sql
-            return [("pending", 3), ("sent", 9)]
+            assert "FROM outbox WHERE state = 'pending'" in sql
+            return [("slack", 3), ("telegram", 1)]
 
-    assert outbox_depth(object(), Journal()) == {"pending": 3.0, "sent": 9.0}
+    assert outbox_depth(None, Journal()) == {"slack": 3.0, "telegram": 1.0}
     assert outbox_depth(None, None) is None
 
 

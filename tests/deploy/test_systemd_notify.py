@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 from deploy_helpers import NotifyListener
 
 from watchdog.recovery import CycleReport
-from watchdog.systemd import Notifier, SystemdNotifier, one_line, watchdog_interval_s
+from watchdog.systemd import SEND_TIMEOUT_S, Notifier, SystemdNotifier, one_line, watchdog_interval_s
 
 
 @pytest.fixture
@@ -97,3 +99,22 @@ def test_status_is_one_short_line() -> None:
 )
 def test_watchdog_interval(environ: dict[str, str], expected: float | None) -> None:
     assert watchdog_interval_s(environ) == expected
+
+
+def test_a_reader_that_stopped_reading_costs_a_moment_not_a_hang(tmp_path: Path) -> None:
+    """Linux queues ~10 datagrams per unix socket; past that a blocking send would wait for ever."""
+    path = tmp_path / "stalled.sock"
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stalled.bind(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        results = []
+        started = time.monotonic()
+        for _ in range(20):
+            results.append(notifier.send("WATCHDOG=1"))
+            if results[-1] is False:
+                break
+        assert results[-1] is False, "the queue never filled up"
+        assert time.monotonic() - started < SEND_TIMEOUT_S + 1.0
+    finally:
+        stalled.close()
