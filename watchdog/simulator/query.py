@@ -289,14 +289,15 @@ def _simple_predicate(field: str, actions: dict[str, set[str]], allow_empty: boo
     return excludes
 
 
-def _date_bounds(field: str, data: Any) -> list[tuple[str, str]] | None:
+def _date_bounds(field: str, data: Any) -> tuple[list[tuple[str, str]], bool]:
+    """Comparisons to apply, and whether a missing date matches (an open-ended range does)."""
     items = data if isinstance(data, list) else [data]
     if len(items) == 2 and not any(isinstance(d, str) and d.startswith(_DATE_OPS) for d in items):
         low, high = items
         if low is None and high is None:
             raise errors.VALIDATION_ERROR(f"At least one of min or max values should be provided for field {field}")
         bounds = [(op, dates.normalize(v)) for op, v in ((">=", low), ("<=", high)) if v is not None]
-        return [(op, v) for op, v in bounds if v is not None]
+        return [(op, v) for op, v in bounds if v is not None], low is None
     by_op: dict[str, str] = {}
     for item in items:
         if not isinstance(item, str):
@@ -305,14 +306,21 @@ def _date_bounds(field: str, data: Any) -> list[tuple[str, str]] | None:
         value = dates.normalize(match.group("value")) if match else None
         if match and value is not None:
             by_op[match.group("op") or "=="] = value  # the server keeps the last condition per operator
-    return list(by_op.items())
+    return list(by_op.items()), False
 
 
 def _date_predicate(field: str, data: Any) -> Predicate | None:
-    bounds = _date_bounds(field, data)
+    bounds, include_missing = _date_bounds(field, data)
     if not bounds:
         return None  # nothing parseable: the server drops the filter without a word
-    return lambda doc: _compare_all(value_at(doc, field), bounds)
+
+    def pred(doc: Doc) -> bool:
+        value = value_at(doc, field)
+        if value is _MISSING or value is None:
+            return include_missing
+        return _compare_all(value, bounds)
+
+    return pred
 
 
 def _compare_all(value: Any, bounds: list[tuple[str, Any]]) -> bool:
@@ -419,7 +427,7 @@ def _multi_field_predicate(key: str, data: Any, spec: QuerySpec) -> Predicate | 
     date_fields = [f for f in fields if f in spec.datetime_fields]
     if "datetime" not in data or not date_fields:
         return None
-    bounds = _date_bounds(key, data["datetime"])
+    bounds, _ = _date_bounds(key, data["datetime"])
     if not bounds:
         return None
     return lambda doc: combine(_compare_all(value_at(doc, f), bounds) for f in date_fields)
