@@ -69,6 +69,7 @@ class Span:
     text: str
     style: Style = Style.TEXT
     url: str = ""
+    plain_url: bool = True  # the console shows "(url)" after the label; off where the URL is repeated anyway
 
 
 Line = tuple[Span, ...]
@@ -86,10 +87,10 @@ def code(value: str) -> Span:
     return Span(value, Style.CODE)
 
 
-def link(label: str, url: str) -> Span:
+def link(label: str, url: str, *, plain_url: bool = True) -> Span:
     """A link if `url` is a usable http(s) URL, else just the label."""
     safe = safe_url(url)
-    return Span(label, Style.LINK, safe) if safe else Span(label)
+    return Span(label, Style.LINK, safe, plain_url) if safe else Span(label)
 
 
 # --- cleaning user strings ---------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def _slack_escape(value: str) -> str:
 def _write_span(span: Span, fmt: Format) -> str:
     value = span.text
     if fmt is Format.PLAIN:
-        if span.style is Style.LINK:
+        if span.style is Style.LINK and span.plain_url:
             return f"{value} ({span.url})"
         return value
     if fmt is Format.TELEGRAM:
@@ -291,6 +292,9 @@ _STATUS_MARK: dict[EventKind, tuple[str, str]] = {
 }
 
 
+_LOSSES = frozenset({EventKind.AGENT_LOST, EventKind.AGENT_STOPPED, EventKind.SERVER_FORCED_STOP})
+
+
 def headline(event: EventKind) -> str:
     return _HEADLINES[event][1]
 
@@ -366,7 +370,7 @@ def _title(notice: Notice, count: int = 1) -> Line:
     if notice.event in (EventKind.WATCHDOG_UNHEALTHY, EventKind.WATCHDOG_HEALTHY, EventKind.TEST):
         return (text(f"{emoji} "), bold(words))
     label = _task_label(notice, CAP_NAME)
-    return (text(f"{emoji} "), bold(f"{words}:"), text(" "), link(label, notice.task_url))
+    return (text(f"{emoji} "), bold(f"{words}:"), text(" "), link(label, notice.task_url, plain_url=False))
 
 
 def _status_line(latest: Notice, now: datetime) -> Line:
@@ -405,8 +409,10 @@ def _checkpoint_line(notice: Notice) -> Line | None:
         return (bold("Last checkpoint:"), text(" "), code(uri)) if uri else None
     if not uri:
         tail = f" ({_count(lost)} iterations lost)" if lost is not None else ""
-        return (bold("Resumes from:"), text(f" scratch, no usable checkpoint{tail}"))
-    spans: list[Span] = [bold("Resumes from:"), text(" "), code(uri)]
+        label = "Resumed from:" if notice.event is EventKind.RECOVERED else "Resumes from:"
+        return (bold(label), text(f" scratch, no usable checkpoint{tail}"))
+    label = "Resumed from:" if notice.event is EventKind.RECOVERED else "Resumes from:"
+    spans: list[Span] = [bold(label), text(" "), code(uri)]
     if notice.resume_iteration is not None:
         spans.append(text(f" at iteration {_count(notice.resume_iteration)}"))
     if lost is not None:
@@ -428,7 +434,7 @@ def _links_line(notice: Notice) -> Line | None:
 
 
 def _when_line(notice: Notice, now: datetime) -> Line:
-    verb = "Sent" if notice.event is EventKind.TEST else "Detected"
+    verb = "Sent" if notice.event is EventKind.TEST else "Detected" if notice.event.opens_incident else "At"
     words = f"{verb} {clock_time(notice.occurred_at, now)}"
     late = (now - notice.occurred_at).total_seconds()
     if late >= 120 and notice.event is not EventKind.TEST:
@@ -453,9 +459,12 @@ def _single_lines(notice: Notice, now: datetime, latest: Notice | None) -> list[
             heard = f"it was blind for {duration(notice.silent_for_s)}"
         elif notice.event is EventKind.WATCHDOG_UNHEALTHY:
             heard = f"no answer for {duration(notice.silent_for_s)}"
-        else:
+        elif notice.event in _LOSSES:
             heard = f"silent for {duration(notice.silent_for_s)}"
-        machine.append(text(("; " if machine else "") + heard))
+        else:
+            heard = ""  # a person's abort or a crash: how long the machine was quiet says nothing
+        if heard:
+            machine.append(text(("; " if machine else "") + heard))
     if why or machine:
         noted = notice.event in (EventKind.TEST, EventKind.RECOVERED, EventKind.WATCHDOG_HEALTHY)
         spans: list[Span] = [bold("Note:" if noted else "Why:"), text(" ")]
@@ -496,14 +505,14 @@ def _group_action(notices: Sequence[Notice]) -> str:
 def _group_item(notice: Notice, latest: Notice | None, shared: Mapping[str, str]) -> Line:
     """One compact line per task (about 80 characters, so 40 fit one Telegram message)."""
     mark = _STATUS_MARK[latest.event][0] if latest is not None and latest.event in _STATUS_MARK else "•"
-    spans: list[Span] = [text(f"{mark} "), link(_task_label(notice, CAP_GROUP_NAME), notice.task_url)]
+    spans: list[Span] = [text(f"{mark} "), link(_task_label(notice, CAP_GROUP_NAME), notice.task_url, plain_url=False)]
     project = one_line(notice.project_name, CAP_SHORT)
     if project and not shared["project"]:
         spans += [text(" "), code(project)]
     worker = one_line(notice.worker, CAP_GROUP_WORKER)
     if worker:
         spans += [text(" · "), code(worker)]
-    if notice.silent_for_s is not None and notice.event.opens_incident and not shared["silent"]:
+    if notice.silent_for_s is not None and notice.event in _LOSSES and not shared["silent"]:
         spans.append(text(f" · silent {duration(notice.silent_for_s)}"))
     if not _clones(notice):
         why = one_line(_explanation(notice, CAP_GROUP_EXPLANATION), CAP_GROUP_EXPLANATION)
@@ -544,7 +553,7 @@ def _group_lines(
         "queue": _shared([one_line(n.queue_name, CAP_SHORT) for n in notices]) if clones else "",
         "action": _group_action(notices),
         "silent": _shared(
-            [duration(n.silent_for_s) if n.silent_for_s is not None and n.event.opens_incident else "" for n in notices]
+            [duration(n.silent_for_s) if n.silent_for_s is not None and n.event in _LOSSES else "" for n in notices]
         ),
     }
     if shared["project"]:
