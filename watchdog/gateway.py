@@ -157,7 +157,7 @@ class Gateway:
             response = session.send_request(service, action, version=version or self._api_version(), json=body)
         except (requests.RequestException, OSError) as error:
             self.stats.errors += 1
-            raise ClearMLUnavailable(f"{endpoint}: ClearML unreachable: {type(error).__name__}") from None
+            raise ClearMLUnavailable(f"{endpoint}: ClearML unreachable: {_cause(error)}") from None
         except Exception as error:  # SDK internals (LoginError on token refresh, ...)
             self.stats.errors += 1
             raise ClearMLUnavailable(f"{endpoint}: {type(error).__name__}: {str(error)[:200]}") from None
@@ -413,6 +413,16 @@ class Gateway:
         except ValueError:
             return False
         return got >= (major, minor)
+
+
+def _cause(error: BaseException) -> str:
+    """A short reason from a requests/urllib3 error ("too many 503 error responses", "Connection refused")."""
+    text = str(error)
+    for marker in ("Caused by ", "] "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    text = text.strip("()'\" ")
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
 
 
 def since_or_default(cursor: str | None, fallback: datetime) -> datetime:
