@@ -63,7 +63,8 @@ class SqlExecutor(Protocol):
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat()
+    """Fixed-width UTC ISO-8601, so SQLite's text comparisons (ORDER BY, MIN) order by time."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _time(value: object, fallback: datetime) -> datetime:
@@ -212,7 +213,7 @@ class Outbox:
                 queued = insert(db)
         repeated = sorted(set(targets) - set(queued))
         if repeated:
-            log.info("notify.duplicate_ignored", key=notice.key, channels=repeated, reason="already in the outbox")
+            log.debug("notify.duplicate_ignored", key=notice.key, channels=repeated, reason="already in the outbox")
         if queued:
             log.debug("notify.queued", key=notice.key, channels=queued, due=_iso(due))
         return queued

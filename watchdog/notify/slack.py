@@ -20,7 +20,7 @@ from watchdog.notify.channel import Message, Outcome, SendResult, Traits
 from watchdog.notify.redact import register
 from watchdog.notify.render import Format
 from watchdog.notify.settings import SlackSettings
-from watchdog.notify.transport import json_body, new_session, origin, post_json, retry_after
+from watchdog.notify.transport import json_body, new_session, origin, post_json, retry_after, worst_case_s
 
 # Slack: about one message per second per channel ("short bursts tolerated": we do not rely on that).
 _LIMITS = ((1, 1.0),)
@@ -94,7 +94,7 @@ class SlackChannel:
             threads=not webhook,
             edits=not webhook,
             limits=_LIMITS,
-            timeout_s=settings.timeout_s,
+            timeout_s=worst_case_s(settings.timeout_s),
         )
 
     def __repr__(self) -> str:

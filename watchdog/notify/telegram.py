@@ -19,7 +19,7 @@ from watchdog.notify.channel import Message, Outcome, SendResult, Traits
 from watchdog.notify.redact import register
 from watchdog.notify.render import Format
 from watchdog.notify.settings import TelegramSettings
-from watchdog.notify.transport import json_body, new_session, post_json, retry_after
+from watchdog.notify.transport import json_body, new_session, post_json, retry_after, worst_case_s
 
 _DEFAULT_RETRY_AFTER_S = 30.0
 _CHECK_CHAT = "check chat_id; has the bot been added to the chat?"
@@ -58,7 +58,7 @@ class TelegramChannel:
             threads=True,
             edits=True,
             limits=((20, 60.0), (1, 1.0)) if group else ((1, 1.0),),
-            timeout_s=settings.timeout_s,
+            timeout_s=worst_case_s(settings.timeout_s),
         )
 
     def __repr__(self) -> str:

@@ -31,6 +31,15 @@ def new_session() -> requests.Session:
     return session
 
 
+def connect_timeout_s(timeout_s: float) -> float:
+    return min(timeout_s, 5.0)
+
+
+def worst_case_s(timeout_s: float) -> float:
+    """The longest one request can take: requests' timeouts are per phase (connect, then each read)."""
+    return connect_timeout_s(timeout_s) + timeout_s
+
+
 def origin(url: str) -> str:
     """scheme://host[:port] of a URL: safe to show (the secret parts are in the path)."""
     parts = urlsplit(url)
@@ -53,7 +62,7 @@ def post_json(
             url,
             json=payload,
             headers=headers,
-            timeout=(min(timeout_s, 5.0), timeout_s),
+            timeout=(connect_timeout_s(timeout_s), timeout_s),
             allow_redirects=False,
         )
     except requests.Timeout:
