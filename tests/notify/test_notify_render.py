@@ -295,3 +295,33 @@ def test_long_strings_are_capped_and_marked(value: str) -> None:
     for result in (one_line(value, 100), paragraph(value, 100)):
         assert len(result) <= 100
         assert result.endswith("…") or result == value.strip()
+
+
+# --- any text at all -----------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402 - kept next to the one test that uses it
+from hypothesis import strategies as st  # noqa: E402
+
+ANY_TEXT = st.text(
+    alphabet=st.characters(codec=None, exclude_categories=()), min_size=0, max_size=300
+) | st.sampled_from([value for _, value in HOSTILE])
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=ANY_TEXT, other=ANY_TEXT, count=st.integers(min_value=1, max_value=45))
+def test_any_text_renders_valid_messages_within_limits(name: str, other: str, count: int) -> None:
+    notices = [
+        notice(
+            f"inc-{i}",
+            task_name=name,
+            project_name=other,
+            worker=other,
+            queue_name=name,
+            explanation=other,
+            checkpoint_uri=name,
+            task_url="https://app.clear.ml/projects/p/experiments/" + name[:20],
+        )
+        for i in range(count)
+    ]
+    for fmt in Format:
+        assert_valid(fmt, render(notices, fmt, NOW))

@@ -158,7 +158,7 @@ def safe_url(url: str) -> str:
         return ""
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return ""
-    return quote(url.strip(), safe="/:?#[]@!$&'()*+,;=%-._~")
+    return quote(_valid_unicode(url.strip()), safe="/:?#[]@!$&'()*+,;=%-._~")
 
 
 # --- writing spans out per format -------------------------------------------------------------------
