@@ -16,7 +16,7 @@ UI under CONFIGURATION). No secret is ever written there: ClearML credentials ar
 provides its own), and every other secret becomes a `${VAR}` reference that the agent's environment
 must supply (the command prints their names). Inside the agent, with no `--config` and no
 `$CLEARML_WATCHDOG_CONFIG`, the daemon reads that object back from its own task, never acts on its
-own task (the reconciler skips `$CLEARML_TASK_ID`), and plots its own figures as scalars on it.
+own task (the reconciler skips `$CLEARML_TASK_ID`), and plots its own figures as scalars on it (`events.add`).
 """
 
 from __future__ import annotations
@@ -236,9 +236,13 @@ def task_body(*, name: str, project_id: str, service: ServiceConfig, package: st
 
 
 def _project_id(gateway: Gateway, project: str) -> str:
-    found = gateway.project_ids([project])
-    if project in found:
-        return found[project]
+    """The project's id, created if missing. `name` is a regular expression on the server: anchor it."""
+    data = gateway.call(
+        "projects", "get_all", {"name": f"^{re.escape(project)}$", "only_fields": ["id", "name"], "page_size": 500}
+    )
+    for found in data.get("projects") or []:
+        if isinstance(found, dict) and found.get("name") == project and isinstance(found.get("id"), str):
+            return str(found["id"])
     data = gateway.call("projects", "create", {"name": project, "description": "ClearML services"})
     project_id = data.get("id")
     if not isinstance(project_id, str) or not project_id:
@@ -402,10 +406,10 @@ class TaskScalars:
 
     Observer of the service. Reports at most every `every_s` seconds, and at once after a cycle that
     acted; a report sends "tasks watched" plus only the figures that changed since the last one, so an
-    idle watchdog costs one call per `every_s`. Each point is one `events.add_batch` call carrying one
-    event: `Gateway.call` sends one JSON object, which the real server takes as a one-item batch. The x
-    axis is the cycle number since start (ClearML's "wall time" axis shows real time). A failure to
-    report is logged once and never touches the cycle.
+    idle watchdog costs one call per `every_s`. Each point is one `events.add` call (the single-event
+    form of `events.add_batch`): a batch must be sent as JSON lines, and `Gateway.call` sends one JSON
+    object. The x axis is the cycle number since start (ClearML's "wall time" axis shows real time). A
+    failure to report is logged once and never touches the cycle.
     """
 
     def __init__(self, gateway: Gateway, task_id: str, *, every_s: float = 120.0) -> None:
@@ -457,7 +461,7 @@ class TaskScalars:
         for metric, variant, value in points:
             event = {
                 "task": self.task_id,
-                "type": "training_scalar",
+                "type": "training_stats_scalar",  # MetricsScalarEvent: what report_scalar sends
                 "timestamp": stamp,
                 "iter": self.cycles,
                 "metric": metric,
@@ -465,7 +469,7 @@ class TaskScalars:
                 "value": value,
             }
             try:
-                self.gateway.call("events", "add_batch", event)
+                self.gateway.call("events", "add", event)
             except (ClearMLUnavailable, ClearMLRejected) as error:
                 if not self._warned:
                     log.warning("scalars_not_reported", task_id=self.task_id, problem=str(error))
