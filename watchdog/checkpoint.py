@@ -44,7 +44,8 @@ def is_remote(uri: str) -> bool:
 def _candidates(source: str, details: TaskDetails, models: Sequence[ModelSnapshot]) -> list[Checkpoint]:
     if source == "output_model":
         ordered = sorted(models, key=lambda m: m.last_update or _OLDEST, reverse=True)
-        return [Checkpoint(m.uri, source, m.last_iteration) for m in ordered if m.uri]
+        # ClearML leaves a model's last_iteration at 0 even when the SDK passed iteration=N: 0 means unknown.
+        return [Checkpoint(m.uri, source, m.last_iteration or None) for m in ordered if m.uri]
     kind, _, name = source.partition(":")
     if kind == "artifact":
         uri = details.artifacts.get(name)

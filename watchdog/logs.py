@@ -79,5 +79,7 @@ def configure(log_format: LogFormat = "auto", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The SDK and urllib3 are chatty at INFO; their warnings still come through.
-    for noisy in ("clearml", "urllib3", "apscheduler"):
+    for noisy in ("clearml", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # APScheduler warns for every coalesced run; the service logs its own "cycle slower than the poll interval".
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -52,7 +52,7 @@ RUNNING_CLONE_STATUSES = frozenset({"in_progress", "completed", "published", "pu
 class NoticeSink(Protocol):
     """Where notices go (the outbox). `add` must be idempotent by `notice.key`."""
 
-    def add(self, notice: Notice) -> None: ...
+    def add(self, notice: Notice) -> object: ...
 
 
 @dataclass

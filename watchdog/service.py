@@ -97,6 +97,13 @@ class Service:
             self.cycles += 1
             self._track_health(report)
             log.info("cycle", summary=report.summary(), duration_s=round(duration, 3))
+            if duration > self.poll_interval_s and self._first_cycle_done:
+                log.warning(
+                    "cycle_slower_than_poll_interval",
+                    duration_s=round(duration, 1),
+                    poll_interval_s=self.poll_interval_s,
+                    note="runs are coalesced, none overlap; raise poll_interval_s if this persists",
+                )
             for observer in self.observers:
                 self._tell(observer.cycle_done, report, duration)
             if not self._first_cycle_done:
