@@ -1,8 +1,8 @@
 """Run a simulator by hand: ``python -m watchdog.simulator --port 8008 --tasks 20 --workers 5``.
 
 Prints the environment that points the clearml SDK (or the watchdog) at it, then serves until
-Ctrl-C. The seeded workers pick up the submitted tasks and train; kill one from another shell by
-waiting for the watchdog to find it, or pass ``--kill-after`` to lose a worker on a timer.
+Ctrl-C. The seeded workers pick up the submitted tasks and train; ``--kill-after N`` loses one
+busy worker (kill -9) after N seconds, so a watchdog pointed at it has something to find.
 """
 
 from __future__ import annotations
@@ -36,6 +36,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _kill_one_later(sim: Simulator, delay: float, done: threading.Event) -> None:
+    """kill -9 the first busy agent after ``delay`` seconds (waiting for one to be busy)."""
+
+    def kill_one() -> None:
+        while not done.is_set():
+            busy = [a.worker_id for a in sim.fleet.agents() if a.alive and a.task_id]
+            if busy:
+                sim.kill_agent(busy[0])
+                print(f"killed agent {busy[0]} (-9)", file=sys.stderr, flush=True)
+                return
+            done.wait(0.5)
+
+    timer = threading.Timer(delay, kill_one)
+    timer.daemon = True
+    timer.start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = SimulatorConfig(
@@ -53,8 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.create_queue(args.queue, default=True)
     sim.start_agents(args.workers, queues=[args.queue])
     for i in range(args.tasks):
-        sim.submit(f"train-{i:03d}", queue=args.queue, project=args.project,
-                   hyperparams={"Args": {"lr": 0.1, "epochs": 100, "resume_from": ""}})
+        sim.submit(
+            f"train-{i:03d}",
+            queue=args.queue,
+            project=args.project,
+            hyperparams={"Args": {"lr": 0.1, "epochs": 100, "resume_from": ""}},
+        )
     print(f"ClearML simulator on {sim.url} ({args.workers} workers, {args.tasks} tasks)", file=sys.stderr)
     for key, value in sim.env().items():
         print(f"export {key}={shlex.quote(value)}")
@@ -64,15 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     if args.kill_after is not None:
-        def kill_one() -> None:
-            busy = [a.worker_id for a in sim.fleet.agents() if a.alive and a.task_id]
-            if busy:
-                sim.kill_agent(busy[0])
-                print(f"killed agent {busy[0]} (-9)", file=sys.stderr)
-
-        timer = threading.Timer(args.kill_after, kill_one)
-        timer.daemon = True
-        timer.start()
+        _kill_one_later(sim, args.kill_after, done)
     done.wait()
     sim.stop()
     return 0

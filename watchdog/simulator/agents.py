@@ -329,9 +329,7 @@ class Fleet:
                 return agent.next_report
         if now >= agent.next_report:
             quiet = agent.task_id in self._quiet
-            self.state.status_report(
-                agent.worker_id, agent.task_id, agent.queue_id, agent.queues, touch_task=not quiet
-            )
+            self.state.status_report(agent.worker_id, agent.task_id, agent.queue_id, agent.queues, touch_task=not quiet)
             agent.next_report = now + self.config.report_interval_s
         return min(agent.next_report, agent.next_ping, agent.next_iter, agent.init_clear_at or math.inf)
 
@@ -369,10 +367,17 @@ class Fleet:
         if self.config.task_duration_iters is not None:
             target = min(target, self.config.task_duration_iters)
         self.state.add_events(
-            [{
-                "task": task_id, "type": "training_stats_scalar", "timestamp": int(self.state.now() * 1000),
-                "iter": target, "metric": "loss", "variant": "total", "value": round(1.0 / (1 + target), 6),
-            }]
+            [
+                {
+                    "task": task_id,
+                    "type": "training_stats_scalar",
+                    "timestamp": int(self.state.now() * 1000),
+                    "iter": target,
+                    "metric": "loss",
+                    "variant": "total",
+                    "value": round(1.0 / (1 + target), 6),
+                }
+            ]
         )
         if every > 0 and target // every > agent.iteration // every:
             self.state.save_checkpoint(task_id, self.checkpoint_uri(task_id, target - target % every))
@@ -417,7 +422,10 @@ class Fleet:
         w = agent.worker_id
         try:
             self.state.change_status(
-                task_id, st.IN_PROGRESS, reason=WORKER_STARTING, message=agent_message(w),
+                task_id,
+                st.IN_PROGRESS,
+                reason=WORKER_STARTING,
+                message=agent_message(w),
                 extra={"started": doc.get("started") or self.state.stamp(), "last_worker": w},
             )
         except errors.ApiError as exc:
@@ -433,7 +441,8 @@ class Fleet:
         agent.next_ping = now + self.config.task_ping_interval_s
         agent.next_iter = (
             agent.run_start + (agent.iteration + 1) * self.config.iteration_period_s
-            if self.config.training_progress else math.inf
+            if self.config.training_progress
+            else math.inf
         )
         self._schedule_agent(agent, min(agent.init_clear_at, agent.next_iter, agent.next_report))
 

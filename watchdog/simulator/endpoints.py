@@ -132,8 +132,11 @@ def tasks_edit(state: State, call: Call) -> Doc:
 
 
 def tasks_update(state: State, call: Call) -> Doc:
-    fields = {k: v for k, v in call.data.items() if k in ("name", "comment", "tags", "system_tags", "project",
-                                                          "status_message", "status_reason", "created")}
+    fields = {
+        k: v
+        for k, v in call.data.items()
+        if k in ("name", "comment", "tags", "system_tags", "project", "status_message", "status_reason", "created")
+    }
     return state.edit_task(_task(call), fields, force=True, user=_user(call))
 
 
@@ -155,8 +158,7 @@ def tasks_edit_hyper_params(state: State, call: Call) -> Doc:
 
 def tasks_delete_hyper_params(state: State, call: Call) -> Doc:
     items = list(_required(call.data, "hyperparams"))
-    return {"deleted": state.delete_hyper_params(_task(call), items, force=_bool(call.data, "force"),
-                                                 user=_user(call))}
+    return {"deleted": state.delete_hyper_params(_task(call), items, force=_bool(call.data, "force"), user=_user(call))}
 
 
 def tasks_get_hyper_params(state: State, call: Call) -> Doc:
@@ -166,7 +168,10 @@ def tasks_get_hyper_params(state: State, call: Call) -> Doc:
 def tasks_edit_configuration(state: State, call: Call) -> Doc:
     items = list(_required(call.data, "configuration"))
     updated = state.edit_configuration(
-        _task(call), items, replace=_bool(call.data, "replace_configuration"), force=_bool(call.data, "force"),
+        _task(call),
+        items,
+        replace=_bool(call.data, "replace_configuration"),
+        force=_bool(call.data, "force"),
         user=_user(call),
     )
     return {"updated": updated}
@@ -255,15 +260,15 @@ def tasks_reset(state: State, call: Call) -> Doc:
 
 def tasks_delete(state: State, call: Call) -> Doc:
     return state.delete_task(
-        _task(call), force=_bool(call.data, "force"),
+        _task(call),
+        force=_bool(call.data, "force"),
         delete_output_models=_bool(call.data, "delete_output_models", True),
     )
 
 
 def tasks_update_tags(state: State, call: Call) -> Doc:
     d = call.data
-    return {"updated": state.update_tags(_ids(d, "ids"), _ids(d, "add_tags"), _ids(d, "remove_tags"),
-                                         user=_user(call))}
+    return {"updated": state.update_tags(_ids(d, "ids"), _ids(d, "add_tags"), _ids(d, "remove_tags"), user=_user(call))}
 
 
 def tasks_ping(state: State, call: Call) -> Doc:
@@ -281,8 +286,12 @@ def tasks_add_or_update_model(state: State, call: Call) -> Doc:
     iteration = d.get("iteration")
     return {
         "updated": state.add_or_update_model(
-            _task(call), str(_required(d, "name")), str(_required(d, "model")), str(_required(d, "type")),
-            iteration if isinstance(iteration, int) else None, user=_user(call),
+            _task(call),
+            str(_required(d, "name")),
+            str(_required(d, "model")),
+            str(_required(d, "type")),
+            iteration if isinstance(iteration, int) else None,
+            user=_user(call),
         )
     }
 
@@ -373,8 +382,11 @@ def workers_get_count(state: State, call: Call) -> Doc:
 def workers_register(state: State, call: Call) -> Doc:
     timeout = call.data.get("timeout")
     state.register_worker(
-        _worker(call), _ids(call.data, "queues"), float(timeout) if isinstance(timeout, (int, float)) else None,
-        tags=_ids(call.data, "tags"), system_tags=_ids(call.data, "system_tags"),
+        _worker(call),
+        _ids(call.data, "queues"),
+        float(timeout) if isinstance(timeout, (int, float)) else None,
+        tags=_ids(call.data, "tags"),
+        system_tags=_ids(call.data, "system_tags"),
     )
     return {}
 
@@ -388,8 +400,12 @@ def workers_status_report(state: State, call: Call) -> Doc:
     d = call.data
     _required(d, "timestamp")
     state.status_report(
-        _worker(call), _opt_str(d, "task"), _opt_str(d, "queue"), _ids(d, "queues") or None,
-        tags=_ids(d, "tags") if "tags" in d else None, user=_user(call),
+        _worker(call),
+        _opt_str(d, "task"),
+        _opt_str(d, "queue"),
+        _ids(d, "queues") or None,
+        tags=_ids(d, "tags") if "tags" in d else None,
+        user=_user(call),
     )
     return {}
 
@@ -435,9 +451,16 @@ def models_update_for_task(state: State, call: Call) -> Doc:
         uri = str(_required(d, "uri"))
         task = state.get_task(task_id)
         model_id = state.create_model(
-            {"uri": uri, "name": _opt_str(d, "name") or task["name"], "comment": _str(d, "comment"),
-             "tags": _ids(d, "tags"), "task": task_id, "project": task.get("project"),
-             "iteration": d.get("iteration"), "ready": False},
+            {
+                "uri": uri,
+                "name": _opt_str(d, "name") or task["name"],
+                "comment": _str(d, "comment"),
+                "tags": _ids(d, "tags"),
+                "task": task_id,
+                "project": task.get("project"),
+                "iteration": d.get("iteration"),
+                "ready": False,
+            },
             user=_user(call),
         )
         created = True
@@ -490,9 +513,12 @@ def server_info(state: State, call: Call) -> Doc:
 def users_get_current_user(state: State, call: Call) -> Doc:
     ident = call.identity
     return {
-        "user": {"id": ident.user, "name": ident.user_name, "company": {"id": ident.company,
-                                                                           "name": ident.company_name},
-                 "role": ident.role},
+        "user": {
+            "id": ident.user,
+            "name": ident.user_name,
+            "company": {"id": ident.company, "name": ident.company_name},
+            "role": ident.role,
+        },
         "getting_started": {},
     }
 

@@ -67,9 +67,7 @@ FIELDS_VALUE_ERROR = ErrorKind(400, 16, "Invalid value for fields")
 INVALID_REGEX = ErrorKind(400, 21, "Malformed regular expression")
 INVALID_TASK_ID = ErrorKind(400, 101, "Invalid task id")
 INVALID_TASK_STATUS = ErrorKind(400, 110, "Invalid task status")
-FAILED_CHANGING_TASK_STATUS = ErrorKind(
-    400, 121, "Failed changing task status. probably someone changed it before you"
-)
+FAILED_CHANGING_TASK_STATUS = ErrorKind(400, 121, "Failed changing task status. probably someone changed it before you")
 TASK_CANNOT_BE_DELETED = ErrorKind(400, 123, "Task cannot be deleted")
 INVALID_MODEL_ID = ErrorKind(400, 201, "Invalid model id")
 INVALID_PROJECT_ID = ErrorKind(400, 401, "Invalid project id")

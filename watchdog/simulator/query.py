@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,8 +52,17 @@ class QuerySpec:
 
 TASKS: Final = QuerySpec(
     list_fields=(
-        "id", "user", "tags", "system_tags", "type", "status", "project", "parent",
-        "hyperparams.*", "execution.queue", "models.input.model",
+        "id",
+        "user",
+        "tags",
+        "system_tags",
+        "type",
+        "status",
+        "project",
+        "parent",
+        "hyperparams.*",
+        "execution.queue",
+        "models.input.model",
     ),
     datetime_fields=("status_changed", "last_update", "last_change"),
     range_fields=("created", "started", "active_duration", "last_metrics.*", "last_iteration"),
@@ -213,9 +223,7 @@ def _list_predicate(field: str, data: Any) -> Predicate | None:
         elif legacy and item.startswith("-"):
             item = item[1:]
             if not item:
-                raise errors.FIELDS_VALUE_ERROR(
-                    "Missing value after the exclude prefix -", field=field, value=item
-                )
+                raise errors.FIELDS_VALUE_ERROR("Missing value after the exclude prefix -", field=field, value=item)
             include = False
         action = ("all" if include else "nin") if context == _AND else ("in" if include else "nin")
         actions[action].add(item)
@@ -386,9 +394,7 @@ def _regex(pattern: Any, flags: int = 0) -> re.Pattern[str] | None:
         return None
     if not isinstance(pattern, str):
         # The server hands the value to re.compile() while running the query: a 500, not a 400.
-        raise errors.GENERAL_ERROR(
-            "first argument must be string or compiled pattern", value=str(pattern)
-        )
+        raise errors.GENERAL_ERROR("first argument must be string or compiled pattern", value=str(pattern))
     try:
         return re.compile(pattern, flags)
     except re.error as exc:
@@ -421,9 +427,7 @@ def _multi_field_predicate(key: str, data: Any, spec: QuerySpec) -> Predicate | 
     regex = _regex(data.get("pattern"), re.IGNORECASE)
     if regex is not None:
         rx = regex
-        return lambda doc: combine(
-            any(rx.search(str(v)) for v in values_at(doc, f)) for f in fields
-        )
+        return lambda doc: combine(any(rx.search(str(v)) for v in values_at(doc, f)) for f in fields)
     date_fields = [f for f in fields if f in spec.datetime_fields]
     if "datetime" not in data or not date_fields:
         return None
@@ -438,9 +442,7 @@ def _text_predicate(data: Any, spec: QuerySpec) -> Predicate | None:
         return None
     needle = data.strip().lower()
     fields = spec.text_fields
-    return lambda doc: any(
-        isinstance(v, str) and needle in v.lower() for f in fields for v in values_at(doc, f)
-    )
+    return lambda doc: any(isinstance(v, str) and needle in v.lower() for f in fields for v in values_at(doc, f))
 
 
 # ---- ordering, paging, selection, projection ------------------------------------------------
@@ -481,16 +483,22 @@ def scroll_size(data: Mapping[str, Any]) -> int:
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
+    """Mongo-like order across types: missing/null first, then numbers, strings, the rest."""
+    kind = type(value)
+    if kind is str:
+        return (2, value)
     if value is _MISSING or value is None:
         return (0, 0)
-    if isinstance(value, (bool, int, float)):
+    if kind in (bool, int, float):
         return (1, float(value))
-    if isinstance(value, str):
-        return (2, value)
     return (3, json.dumps(value, sort_keys=True, default=str))
 
 
-def _key_for(path: str) -> Callable[[Doc], tuple[int, Any]]:
+def _key_for(path: str) -> Callable[[Doc], Any]:
+    if path == "id":
+        return operator.itemgetter("id")  # always present, always a string
+    if "." not in path:
+        return lambda doc: _sort_key(doc.get(path, _MISSING))
     return lambda doc: _sort_key(value_at(doc, path))
 
 

@@ -42,9 +42,7 @@ from .tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
 
-_PATH = re.compile(
-    r"^/+(?:v(?P<version>\d+(?:\.\d+)?)/)?(?P<name>[A-Za-z_]\w*\.[A-Za-z_]\w*)/?$"
-)
+_PATH = re.compile(r"^/+(?:v(?P<version>\d+(?:\.\d+)?)/)?(?P<name>[A-Za-z_]\w*\.[A-Za-z_]\w*)/?$")
 
 
 class ApiServer:

@@ -38,8 +38,13 @@ def _typed_params(hyperparams: Mapping[str, Mapping[str, Any]] | None) -> dict[s
                 sec[name] = {"section": section, "name": name, **value}
                 continue
             kind = type(value).__name__ if value is not None else "str"
-            sec[name] = {"section": section, "name": name, "value": "" if value is None else str(value),
-                         "type": kind, "description": ""}
+            sec[name] = {
+                "section": section,
+                "name": name,
+                "value": "" if value is None else str(value),
+                "type": kind,
+                "description": "",
+            }
         out[section] = sec
     return out
 
@@ -171,8 +176,15 @@ class Simulator:
             "tags": list(tags),
             "system_tags": list(system_tags),
             "hyperparams": _typed_params(hyperparams),
-            "script": dict(script or {"repository": "https://github.com/example/train.git",
-                                      "entry_point": "train.py", "working_dir": ".", "branch": "main"}),
+            "script": dict(
+                script
+                or {
+                    "repository": "https://github.com/example/train.git",
+                    "entry_point": "train.py",
+                    "working_dir": ".",
+                    "branch": "main",
+                }
+            ),
         }
         if project:
             fields["project"] = self.create_project(project)
@@ -233,10 +245,10 @@ class Simulator:
             name = f"{name_prefix}-{i:05d}"
             if i < workers:
                 worker_id = f"{prefix}-{i:05d}:gpu0"
-                task_id = self.state.seed_running_task(name, project=project_id, queue_id=queue_id,
-                                                       worker_id=worker_id)
-                self.fleet.adopt_running(worker_id, [queue_id], task_id, queue_id,
-                                         now + interval * (i + 1) / max(workers, 1))
+                task_id = self.state.seed_running_task(name, project=project_id, queue_id=queue_id, worker_id=worker_id)
+                self.fleet.adopt_running(
+                    worker_id, [queue_id], task_id, queue_id, now + interval * (i + 1) / max(workers, 1)
+                )
             else:
                 task_id = self.state.seed_running_task(name, project=project_id, development=True)
                 self.fleet.track_local_run(task_id)

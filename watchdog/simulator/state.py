@@ -41,16 +41,39 @@ SERVER_USER: Final = "__apiserver__"
 FORCED_STOP: Final = "Forced stop (non-responsive)"
 TASK_TYPES: Final = frozenset(
     {
-        "training", "testing", "inference", "data_processing", "application", "monitor",
-        "controller", "report", "optimizer", "service", "qc", "custom",
+        "training",
+        "testing",
+        "inference",
+        "data_processing",
+        "application",
+        "monitor",
+        "controller",
+        "report",
+        "optimizer",
+        "service",
+        "qc",
+        "custom",
     }
 )
 # Editing only these keeps last_update still (Task.user_set_allowed on the server).
 USER_SET_ALLOWED: Final = frozenset({"name", "status_message", "comment", "created", "project", "tags", "system_tags"})
 # Keys a create/edit request may set; embedded documents are merged on edit, the rest replaced.
 CREATE_FIELDS: Final = (
-    "name", "tags", "system_tags", "type", "comment", "parent", "project", "models", "container",
-    "execution", "hyperparams", "configuration", "script", "runtime", "output",
+    "name",
+    "tags",
+    "system_tags",
+    "type",
+    "comment",
+    "parent",
+    "project",
+    "models",
+    "container",
+    "execution",
+    "hyperparams",
+    "configuration",
+    "script",
+    "runtime",
+    "output",
 )
 EMBEDDED_FIELDS: Final = frozenset({"execution", "script", "output", "models"})
 MAX_EVENTS_PER_TASK: Final = 10_000
@@ -61,14 +84,26 @@ _PAGING_KEYS: Final = frozenset({"only_fields", "page", "page_size", "scroll_id"
 # sorts on them cannot reuse an earlier answer once any of them moved.
 _LIVE_FIELDS: Final = frozenset(
     {
-        "last_update", "last_change", "last_changed_by", "last_worker", "last_worker_report",
-        "active_duration", "last_iteration", "_any_", "_or_", "_all_", "_and_", "search_text",
+        "last_update",
+        "last_change",
+        "last_changed_by",
+        "last_worker",
+        "last_worker_report",
+        "active_duration",
+        "last_iteration",
+        "_any_",
+        "_or_",
+        "_all_",
+        "_and_",
+        "search_text",
     }
 )
 
 
 def _is_live(key: str) -> bool:
     return key in _LIVE_FIELDS or key.startswith("last_metrics")
+
+
 _UNSET: Final = object()
 
 
@@ -395,9 +430,7 @@ class State:
             queue["entries"] = [e for e in queue["entries"] if e["task"] != task_id]
             removed = before - len(queue["entries"])
             if not removed:
-                raise errors.INVALID_QUEUE_OR_TASK_NOT_QUEUED(
-                    task=task_id, id=queue_id, company=self.identity.company
-                )
+                raise errors.INVALID_QUEUE_OR_TASK_NOT_QUEUED(task=task_id, id=queue_id, company=self.identity.company)
             queue["last_update"] = self.stamp()
             return removed
 
@@ -890,14 +923,18 @@ class State:
             current = expected or doc["status"]
             st.check(current, new_status, force=force)
             if doc["status"] != current:
-                raise errors.FAILED_CHANGING_TASK_STATUS(
-                    task_id=task_id, current_status=current, new_status=new_status
-                )
+                raise errors.FAILED_CHANGING_TASK_STATUS(task_id=task_id, current_status=current, new_status=new_status)
             return {"updated": 1, "fields": self._apply_status(doc, new_status, reason, message, extra, user)}
 
     def set_status(
-        self, task_id: str, new_status: str, reason: str = "", message: str = "", force: bool = False,
-        user: str | None = None, expected: str | None = None,
+        self,
+        task_id: str,
+        new_status: str,
+        reason: str = "",
+        message: str = "",
+        force: bool = False,
+        user: str | None = None,
+        expected: str | None = None,
     ) -> Doc:
         """tasks.started / stopped / failed / completed / close / publish, with their date fields."""
         with self.lock:
@@ -911,7 +948,13 @@ class State:
             elif new_status == st.PUBLISHED:
                 extra["published"] = now
             return self.change_status(
-                task_id, new_status, reason=reason, message=message, force=force, extra=extra, user=user,
+                task_id,
+                new_status,
+                reason=reason,
+                message=message,
+                force=force,
+                extra=extra,
+                user=user,
                 expected=expected,
             )
 
@@ -950,15 +993,18 @@ class State:
             before = doc["status"]
             enqueue_status = self._enqueue_status.get(task_id, before) if before == st.QUEUED else before
             result = self.change_status(
-                task_id, st.QUEUED, reason=reason, message=message, force=force,
-                extra={"enqueue_status": enqueue_status}, user=user,
+                task_id,
+                st.QUEUED,
+                reason=reason,
+                message=message,
+                force=force,
+                extra={"enqueue_status": enqueue_status},
+                user=user,
             )
             try:
                 self.add_to_queue(queue_id, task_id)
             except errors.ApiError:
-                self._apply_status(
-                    doc, before, "failed enqueueing", "", {"enqueue_status": _UNSET}, user
-                )
+                self._apply_status(doc, before, "failed enqueueing", "", {"enqueue_status": _UNSET}, user)
                 raise
             if update_execution_queue:
                 doc.setdefault("execution", {})["queue"] = queue_id
@@ -967,9 +1013,7 @@ class State:
             self._remove_from_all_queues(task_id, exclude=queue_id)
             result["queued"] = 1
             if verify_watched_queue:
-                result["queue_watched"] = any(
-                    queue_id in w.queues for w in self._live_workers(self.now())
-                )
+                result["queue_watched"] = any(queue_id in w.queues for w in self._live_workers(self.now()))
             return result
 
     def dequeue(
@@ -994,7 +1038,7 @@ class State:
                 return {"dequeued": 1, "updated": 0}
             target = new_status or self._enqueue_status.get(task_id) or st.CREATED
             fields = self._apply_status(doc, target, reason, message, {"enqueue_status": _UNSET}, user)
-            return {"dequeued": 1, "updated": 1, "fields": fields, "removed": removed}
+            return {"dequeued": 1 if removed else 0, "updated": 1, "fields": fields}
 
     def _dequeue_silently(self, doc: Doc) -> int:
         queue_id = doc.get("execution", {}).get("queue")
@@ -1015,8 +1059,15 @@ class State:
             and self.now() - last_update < self.config.task_update_timeout_s
         )
 
-    def stop(self, task_id: str, *, reason: str = "", force: bool = False, user: str | None = None,
-             user_name: str | None = None) -> Doc:
+    def stop(
+        self,
+        task_id: str,
+        *,
+        reason: str = "",
+        force: bool = False,
+        user: str | None = None,
+        user_name: str | None = None,
+    ) -> Doc:
         """tasks.stop (bll stop_task): a queued, development or worker-less task is stopped at
         once ("Stopped by <user>"); otherwise only status_message becomes "stopping" (and
         last_update is bumped) for the agent to act on. With the agent dead but its last
@@ -1108,7 +1159,8 @@ class State:
         with self.lock:
             limit = dates.iso(self.now() - threshold_s)
             stale = [
-                tid for tid in self._ids_with_status(st.IN_PROGRESS)
+                tid
+                for tid in self._ids_with_status(st.IN_PROGRESS)
                 if str(self._tasks[tid].get("last_update", "")) < limit
             ]
             for tid in stale:
@@ -1174,7 +1226,12 @@ class State:
             doc["last_update"] = now
 
     def edit_hyper_params(
-        self, task_id: str, items: Sequence[Mapping[str, Any]], *, replace: str = "none", force: bool = False,
+        self,
+        task_id: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        replace: str = "none",
+        force: bool = False,
         user: str | None = None,
     ) -> int:
         """tasks.edit_hyper_params: replace "none" merges per parameter, "section" replaces the
@@ -1228,7 +1285,12 @@ class State:
             return out
 
     def edit_configuration(
-        self, task_id: str, items: Sequence[Mapping[str, Any]], *, replace: bool = False, force: bool = False,
+        self,
+        task_id: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        replace: bool = False,
+        force: bool = False,
         user: str | None = None,
     ) -> int:
         with self.lock:
@@ -1253,8 +1315,9 @@ class State:
                 out.append({"task": tid, "configuration": items})
             return out
 
-    def update_tags(self, ids: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = (),
-                    user: str | None = None) -> int:
+    def update_tags(
+        self, ids: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = (), user: str | None = None
+    ) -> int:
         """tasks.update_tags (API 2.27): atomic add/remove over many tasks; last_update untouched."""
         with self.lock:
             if not ids:
@@ -1296,8 +1359,9 @@ class State:
         doc["last_change"] = stamp
         doc["last_changed_by"] = self._user(user)
 
-    def add_or_update_artifacts(self, task_id: str, artifacts: Sequence[Mapping[str, Any]], *,
-                                force: bool = True, user: str | None = None) -> int:
+    def add_or_update_artifacts(
+        self, task_id: str, artifacts: Sequence[Mapping[str, Any]], *, force: bool = True, user: str | None = None
+    ) -> int:
         """tasks.add_or_update_artifacts: keyed by (key, mode); drafts, or running tasks with force."""
         with self.lock:
             doc = self._task_for_update(task_id, force)
@@ -1311,8 +1375,15 @@ class State:
             self._touch(doc, user)
             return 1
 
-    def add_or_update_model(self, task_id: str, name: str, model_id: str, model_type: str = "output",
-                            iteration: int | None = None, user: str | None = None) -> int:
+    def add_or_update_model(
+        self,
+        task_id: str,
+        name: str,
+        model_id: str,
+        model_type: str = "output",
+        iteration: int | None = None,
+        user: str | None = None,
+    ) -> int:
         """tasks.add_or_update_model: replace the entry with this name or append one."""
         with self.lock:
             doc = self._task_for_update(task_id, force=True)
@@ -1350,8 +1421,14 @@ class State:
                 raise errors.INVALID_QUEUE_ID(ids=missing)
             now = self.now()
             self._workers[worker_id] = WorkerEntry(
-                id=worker_id, ip=ip, queues=list(queues), register_time=now, timeout=timeout,
-                last_activity_time=now, tags=list(tags), system_tags=list(system_tags),
+                id=worker_id,
+                ip=ip,
+                queues=list(queues),
+                register_time=now,
+                timeout=timeout,
+                last_activity_time=now,
+                tags=list(tags),
+                system_tags=list(system_tags),
             )
 
     def unregister_worker(self, worker_id: str) -> None:
@@ -1380,8 +1457,12 @@ class State:
             entry = self._live_worker(worker_id, now)
             if entry is None:
                 entry = WorkerEntry(
-                    id=worker_id, ip=ip, queues=[], register_time=now,
-                    timeout=self.config.worker_timeout_s, last_activity_time=now,
+                    id=worker_id,
+                    ip=ip,
+                    queues=[],
+                    register_time=now,
+                    timeout=self.config.worker_timeout_s,
+                    last_activity_time=now,
                 )
                 self._workers[worker_id] = entry
             entry.ip = ip
@@ -1426,8 +1507,9 @@ class State:
         with self.lock:
             return [w.id for w in self._live_workers(self.now())]
 
-    def workers(self, last_seen: float | None = 3600, worker_pattern: str | None = None,
-                tags: Sequence[str] | None = None) -> list[Doc]:
+    def workers(
+        self, last_seen: float | None = 3600, worker_pattern: str | None = None, tags: Sequence[str] | None = None
+    ) -> list[Doc]:
         """workers.get_all: entries not yet expired (and active within ``last_seen`` seconds),
         with task, queue and queues resolved. An idle worker has no ``task`` and no ``queue``."""
         with self.lock:
@@ -1437,9 +1519,7 @@ class State:
             for entry in self._live_workers(now):
                 if last_seen and entry.last_activity_time < now - max(1.0, last_seen):
                     continue
-                if worker_pattern and not re.search(
-                    worker_pattern.replace("*", ".*").replace("?", ".?"), entry.id
-                ):
+                if worker_pattern and not re.search(worker_pattern.replace("*", ".*").replace("?", ".?"), entry.id):
                     continue
                 if tags and not set(tags) & set(entry.tags):
                     continue
@@ -1542,8 +1622,19 @@ class State:
             if doc is None:
                 raise errors.INVALID_MODEL_ID(id=model_id)
             written: Doc = {}
-            for key in ("name", "comment", "tags", "system_tags", "ready", "framework", "uri", "design",
-                        "labels", "project", "task"):
+            for key in (
+                "name",
+                "comment",
+                "tags",
+                "system_tags",
+                "ready",
+                "framework",
+                "uri",
+                "design",
+                "labels",
+                "project",
+                "task",
+            ):
                 if key in fields:
                     value = fields[key]
                     if key in ("tags", "system_tags"):
@@ -1587,8 +1678,14 @@ class State:
             model_id = next((m for m in mids if self._models[m].get("name") == name), None)
             if model_id is None:
                 model_id = self.create_model(
-                    {"name": name, "uri": uri, "task": task_id, "project": doc.get("project"),
-                     "framework": "PyTorch", "ready": False},
+                    {
+                        "name": name,
+                        "uri": uri,
+                        "task": task_id,
+                        "project": doc.get("project"),
+                        "framework": "PyTorch",
+                        "ready": False,
+                    },
                     user=user,
                 )
             else:
