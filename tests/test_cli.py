@@ -160,3 +160,21 @@ def watchdog_env_without_server() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
     env["CLEARML_CONFIG_FILE"] = "/nonexistent"
     return env
+
+
+def test_logs_are_json_lines_off_a_terminal_and_each_decision_is_explained(sim: Simulator, tmp_path: Path) -> None:
+    lost = sim.submit("lost-run", queue=SPOT)
+    sim.wait_running(lost)
+    worker = sim.worker_of(lost)
+    assert worker
+    sim.kill_agent(worker)
+    sim.advance(5)
+    config = write_config(tmp_path / "c.yaml", config_data(sim, tmp_path / "state"))
+    result = run_cli("once", "--config", str(config), env=watchdog_env(sim))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    [decision] = [line for line in lines if line["event"] == "decision"]
+    assert decision["task_id"] == lost
+    assert decision["verdict"] == "agent_lost" and decision["action"] == "requeue"
+    assert "no update" in decision["reason"]
+    assert all("timestamp" in line and "level" in line for line in lines)
