@@ -132,7 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime.outbox,
         runtime.outbox,
         poll_interval_s=config.poll_interval_s,
-        unhealthy_after_s=float(getattr(config.notify, "unhealthy_after_s", 300.0)),
+        unhealthy_after_s=config.notify.unhealthy_after_s,
+        deliver_every_s=config.notify.deliver_every_s,
         observers=_observers(config, runtime),
     )
     return service.run()

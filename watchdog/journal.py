@@ -280,7 +280,10 @@ class Journal:
             removed = db.execute("DELETE FROM incidents WHERE closed_at IS NOT NULL AND closed_at < ?", (cutoff,))
             db.execute("DELETE FROM incident_log WHERE incident_id NOT IN (SELECT id FROM incidents)")
             db.execute("DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", (cutoff,))
-            db.execute("DELETE FROM threads WHERE incident_id NOT IN (SELECT id FROM incidents)")
+            db.execute(
+                "DELETE FROM threads WHERE incident_id NOT IN (SELECT id FROM incidents)"
+                " AND incident_id NOT IN (SELECT incident_id FROM outbox)"
+            )
             return removed
 
 

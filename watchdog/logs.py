@@ -70,6 +70,7 @@ def configure(log_format: LogFormat = "auto", level: str = "INFO") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _mask_secrets,  # again: a traceback rendered just above may quote a secret
             renderer,
         ],
     )

@@ -33,7 +33,7 @@ from watchdog.servertime import utcnow
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 8.0
-DELIVERY_INTERVAL_S = 2.0
+SHUTDOWN_DELIVERY_BUDGET_S = 2.0  # what is left of the 10 s promised to systemd/docker
 PRUNE_AFTER_DAYS = 30
 
 
@@ -48,7 +48,7 @@ class Observer(Protocol):
 
 
 class Deliverer(Protocol):
-    def deliver_due(self, now: datetime) -> object: ...
+    def deliver_due(self, now: datetime | None = None, *, budget_s: float | None = None) -> object: ...
 
 
 class Service:
@@ -61,6 +61,7 @@ class Service:
         *,
         poll_interval_s: float,
         unhealthy_after_s: float,
+        deliver_every_s: float = 2.0,
         observers: list[Observer] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -70,6 +71,7 @@ class Service:
         self.deliverer = deliverer
         self.poll_interval_s = poll_interval_s
         self.unhealthy_after_s = unhealthy_after_s
+        self.deliver_every_s = deliver_every_s
         self.observers = observers or []
         self.clock = clock
         self.stop_requested = threading.Event()
@@ -112,11 +114,11 @@ class Service:
                     self._tell(observer.ready)
             return report
 
-    def deliver(self) -> None:
+    def deliver(self, budget_s: float | None = None) -> None:
         if self.deliverer is None:
             return
         try:
-            self.deliverer.deliver_due(self.clock())
+            self.deliverer.deliver_due(self.clock(), budget_s=budget_s)
         except Exception:
             log.exception("delivery_crashed")
 
@@ -175,7 +177,7 @@ class Service:
         scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={"max_instances": 1, "coalesce": True})
         now = datetime.now(timezone.utc)
         scheduler.add_job(self.run_cycle, "interval", seconds=self.poll_interval_s, next_run_time=now, id="cycle")
-        scheduler.add_job(self.deliver, "interval", seconds=DELIVERY_INTERVAL_S, next_run_time=now, id="deliver")
+        scheduler.add_job(self.deliver, "interval", seconds=self.deliver_every_s, next_run_time=now, id="deliver")
         scheduler.add_job(self.prune, "interval", hours=6, next_run_time=now, id="prune")
         scheduler.start()
         log.info("started", poll_interval_s=self.poll_interval_s, pid=os.getpid())
@@ -203,8 +205,8 @@ class Service:
         finished = self._cycle_lock.acquire(timeout=SHUTDOWN_GRACE_S)
         if not finished:
             log.warning("step_still_running", note="exiting anyway; the next start repairs it from ClearML")
-        if finished:  # one last try, bounded by the channels' own timeouts; no time left otherwise
-            self.deliver()
+        if finished:  # one last short try; what is not sent stays pending for the next start
+            self.deliver(budget_s=SHUTDOWN_DELIVERY_BUDGET_S)
         self.journal.close()
         log.info("stopped")
         return finished
