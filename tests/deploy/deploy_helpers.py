@@ -82,12 +82,14 @@ class NotifyListener:
 
 
 def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str, str]:
-    """(status, content type, body) for a GET, 5xx included."""
+    """(status, content type, body) for a GET, 5xx included; status 0 when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return response.status, response.headers.get("Content-Type", ""), response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.headers.get("Content-Type", ""), error.read().decode()
+    except OSError as error:  # nothing listening (yet): status 0
+        return 0, "", str(error)
 
 
 def free_port() -> int:
