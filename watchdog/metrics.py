@@ -253,28 +253,42 @@ class Metrics:
                 out.metric(f"clearml_{name}_total", "counter", what, [({}, float(value))])
 
     def _render_notify(self, out: _Writer) -> None:
-        """Delivery counters from the outbox (whatever it exposes) and the outbox depth by state."""
+        """Delivery counters from the outbox (whatever it exposes) and the outbox depth."""
         try:
-            counters = notify_counters(self.outbox)
+            source = _stats_of(self.outbox)
+            counters = notify_counters(source)
         except Exception as error:  # the outbox is someone else's object: never fail a scrape over it
             out.comment(f"notify counters unavailable: {type(error).__name__}")
-            counters = []
-        by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
+            source, counters = None, []
+        by_name: dict[str, list[tuple[Mapping[str, str], float]]] = {}
         for name, labels, value in counters:
             by_name.setdefault(name, []).append((labels, value))
         for name, samples in sorted(by_name.items()):
-            out.metric(f"notify_{name}_total", "counter", f"Notification outbox counter '{name}'.", samples)
+            out.metric(
+                f"notify_{name}_total", "counter", f"Notifications: outbox counter '{name}', by channel.", samples
+            )
         try:
-            depth = outbox_depth(self.outbox, self.journal)
+            depth = outbox_depth(source, self.journal)
         except Exception as error:
             out.comment(f"outbox depth unavailable: {type(error).__name__}")
             return
         if depth is not None:
             out.metric(
-                "outbox_messages",
+                "outbox_depth",
                 "gauge",
-                "Messages in the notification outbox, by state (pending = not yet delivered).",
-                [({"state": k}, v) for k, v in sorted(depth.items())],
+                "Notifications waiting in the outbox (all channels).",
+                [({}, sum(depth.values()))],
+            )
+            out.metric(
+                "outbox_pending",
+                "gauge",
+                "Notifications waiting in the outbox, by channel.",
+                [({"channel": k}, v) for k, v in sorted(depth.items())],
+            )
+        oldest = _field(source, "oldest_pending_s")
+        if isinstance(oldest, (int, float)) and _is_number(oldest):
+            out.metric(
+                "outbox_oldest_pending_seconds", "gauge", "Age of the oldest undelivered notification.", [({}, oldest)]
             )
 
 
@@ -282,34 +296,49 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def notify_counters(outbox: Any) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) for every numeric counter the outbox exposes as `stats`/`counters`.
+# Fields of the outbox's stats that are levels, not counters.
+_GAUGE_FIELDS = frozenset({"depth", "oldest_pending_s", "pending"})
 
-    Accepts a dataclass, an object with attributes, or a mapping; a nested mapping of numbers becomes
-    one label (`{"sent": {"slack": 3}}` -> `sent{channel="slack"} 3`).
-    """
+
+def _stats_of(outbox: Any) -> Any:
+    """The outbox's statistics object (`stats()`, `stats`, `counters` ...), or None."""
     if outbox is None:
-        return []
-    source: Any = None
+        return None
     for attribute in ("stats", "counters", "metrics"):
         candidate = getattr(outbox, attribute, None)
         if callable(candidate):
             candidate = candidate()
         if candidate is not None:
-            source = candidate
-            break
+            return candidate
+    return None
+
+
+def _items(source: Any) -> list[tuple[str, Any]]:
     if source is None:
         return []
-    items: Iterable[tuple[str, Any]]
     if isinstance(source, Mapping):
-        items = source.items()
-    elif is_dataclass(source) and not isinstance(source, type):
-        items = ((f.name, getattr(source, f.name)) for f in fields(source))
-    else:
-        items = ((k, v) for k, v in vars(source).items() if not k.startswith("_"))
+        return [(str(k), v) for k, v in source.items()]
+    if is_dataclass(source) and not isinstance(source, type):
+        return [(f.name, getattr(source, f.name)) for f in fields(source)]
+    return [(k, v) for k, v in getattr(source, "__dict__", {}).items() if not k.startswith("_")]
+
+
+def _field(source: Any, name: str) -> Any:
+    return dict(_items(source)).get(name) if source is not None else None
+
+
+def notify_counters(source: Any) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) for every numeric counter in the outbox's stats.
+
+    Accepts a dataclass, an object with attributes, or a mapping; a nested mapping of numbers becomes
+    a `channel` label (`delivered={"slack": 3}` -> `delivered{channel="slack"} 3`). Levels (depth,
+    age of the oldest message) are left to `outbox_depth`.
+    """
     found: list[tuple[str, dict[str, str], float]] = []
-    for name, value in items:
-        key = _metric_name(str(name))
+    for name, value in _items(source):
+        if name in _GAUGE_FIELDS:
+            continue
+        key = _metric_name(name)
         if _is_number(value):
             found.append((key, {}, float(value)))
         elif isinstance(value, Mapping):
@@ -319,25 +348,18 @@ def notify_counters(outbox: Any) -> list[tuple[str, dict[str, str], float]]:
     return found
 
 
-def outbox_depth(outbox: Any, journal: Any) -> dict[str, float] | None:
-    """Messages by state: from the outbox if it says, else counted in the journal's outbox table."""
-    for attribute in ("depth", "pending_count", "depth_by_state"):
-        reader = getattr(outbox, attribute, None) if outbox is not None else None
-        if reader is None:
-            continue
-        value = reader() if callable(reader) else reader
-        if _is_number(value):
-            return {"pending": float(value)}
-        if isinstance(value, Mapping):
-            return {str(k): float(v) for k, v in value.items() if _is_number(v)}
+def outbox_depth(source: Any, journal: Any) -> dict[str, float] | None:
+    """Undelivered notifications per channel: from the outbox's stats, else counted in the journal."""
+    depth = _field(source, "depth")
+    if isinstance(depth, Mapping):
+        return {str(k): float(v) for k, v in depth.items() if _is_number(v)}
+    if _is_number(depth):
+        return {"all": float(depth)}
     query = getattr(journal, "query", None)
     if query is None:
         return None
-    rows = query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
-    depth: dict[str, float] = {"pending": 0.0}
-    for row in rows:
-        depth[str(row[0])] = float(row[1])
-    return depth
+    rows = query("SELECT channel, COUNT(*) AS n FROM outbox WHERE state = 'pending' GROUP BY channel")
+    return {str(row[0]): float(row[1]) for row in rows}
 
 
 def _metric_name(name: str) -> str:
