@@ -99,3 +99,34 @@ def test_sdk_marks_stopped_and_reads_status(sdk_session: Any, sim: Simulator) ->
     Task.get_task(task_id=task_id).mark_stopped(force=True, status_message="lost machine")
     task = sim.task(task_id)
     assert (task["status"], task["status_message"]) == ("stopped", "lost machine")
+
+
+def test_everyday_sdk_task_operations(sdk_session: Any, sim: Simulator) -> None:
+    from clearml import Model, Task
+
+    sim.start_agents(1)
+    task_id = sim.submit("everyday", hyperparams={"Args": {"lr": 0.1}})
+    sim.wait_running(task_id)
+    sim.wait_for(lambda: sim.models(task_id), 5)
+    task = Task.get_task(task_id=task_id)
+
+    assert [t.id for t in Task.get_tasks(task_filter={"status": ["in_progress"]})] == [task_id]
+    assert Task.query_tasks(task_filter={"status": ["in_progress"]}) == [task_id]
+    assert task.models["output"][0].url.startswith("s3://sim-bucket/")
+    assert Model.query_models(project_name="sim-project")
+    assert task.get_project_name() == "sim-project"
+    task.add_tags(["nightly"])
+    assert task.get_tags() == ["nightly"]
+    assert task.get_last_iteration() > 0
+    assert "loss" in task.get_reported_scalars()
+
+    clone = Task.clone(source_task=task, name="everyday (clone)")
+    clone.set_parameters({"Args/lr": "0.5"})  # REPLACES every hyperparameter
+    clone.update_parameters({"Args/resume_from": "s3://ckpt"})  # merges
+    assert clone.get_parameters() == {"Args/lr": "0.5", "Args/resume_from": "s3://ckpt"}
+    Task.enqueue(clone, queue_id=sim.state.queue_id("default"))
+    Task.dequeue(clone)
+    assert sim.task(clone.id)["status"] == "created"
+    assert Task.get_num_enqueued_tasks(queue_name="default") == 0
+    clone.delete()
+    assert not sim.state.has_task(clone.id)

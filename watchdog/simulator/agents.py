@@ -78,6 +78,7 @@ class Fleet:
         self._seq = itertools.count()
         self._hosts = itertools.count(1)
         self._quiet: set[str] = set()
+        self._watchdog_scheduled = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -87,9 +88,9 @@ class Fleet:
         """Start ticking; the server watchdog's first pass comes one interval later, as on the server."""
         if self._thread is not None:
             return
-        if self.config.server_watchdog_enabled:
-            interval = self.config.server_watchdog_interval_s
-            self._schedule(self.state.now() + interval, self._server_watchdog)
+        if self.config.server_watchdog_enabled and not self._watchdog_scheduled:
+            self._watchdog_scheduled = True
+            self._schedule(self.state.now() + self.config.server_watchdog_interval_s, self._server_watchdog)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="clearml-sim-fleet", daemon=True)
         self._thread.start()

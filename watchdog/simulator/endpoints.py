@@ -496,6 +496,20 @@ def events_add(state: State, call: Call) -> Doc:
     return state.add_events([call.data], user=_user(call))
 
 
+def events_get_task_events(state: State, call: Call) -> Doc:
+    d = call.data
+    batch = d.get("batch_size")
+    default_type = "log" if call.endpoint == "events.get_task_log" else None
+    return state.events_page(
+        _task(call), _opt_str(d, "event_type") or default_type, order=_str(d, "order", "asc"),
+        scroll_id=_opt_str(d, "scroll_id"), batch_size=batch if isinstance(batch, int) else 500,
+    )
+
+
+def events_scalar_metrics_iter_histogram(state: State, call: Call) -> Doc:
+    return state.scalar_histogram(_task(call))
+
+
 def debug_ping(state: State, call: Call) -> Doc:
     return {"msg": "ClearML server"}
 
@@ -583,6 +597,9 @@ ENDPOINTS: dict[str, Handler] = {
     "projects.create": projects_create,
     "events.add_batch": events_add_batch,
     "events.add": events_add,
+    "events.get_task_events": events_get_task_events,
+    "events.get_task_log": events_get_task_events,
+    "events.scalar_metrics_iter_histogram": events_scalar_metrics_iter_histogram,
     "debug.ping": debug_ping,
     "server.info": server_info,
     "users.get_current_user": users_get_current_user,

@@ -67,3 +67,39 @@ class EventOps(Store):
         """Events stored for a task (inspection helper)."""
         with self.lock:
             return clone(self._events.get(task_id, []))
+
+    def events_page(
+        self,
+        task_id: str,
+        event_type: str | None = None,
+        *,
+        order: str = "asc",
+        scroll_id: str | None = None,
+        batch_size: int = 500,
+    ) -> Doc:
+        """events.get_task_events / get_task_log: stored events of a task, in pages with a scroll id."""
+        with self.lock:
+            self._require_task(task_id)
+            found = [e for e in self._events.get(task_id, []) if not event_type or e.get("type") == event_type]
+            if order == "desc":
+                found.reverse()
+            scroll_id = scroll_id or self.new_id()
+            start = self._scrolls.get(scroll_id, 0)
+            page = found[start : start + max(1, batch_size)]
+            self._scrolls[scroll_id] = start + len(page)
+            return {"events": clone(page), "returned": len(page), "total": len(found), "scroll_id": scroll_id}
+
+    def scalar_histogram(self, task_id: str) -> Doc:
+        """events.scalar_metrics_iter_histogram: ``{metric: {variant: {name, x: iters, y: values}}}``."""
+        with self.lock:
+            self._require_task(task_id)
+            out: Doc = {}
+            for event in self._events.get(task_id, []):
+                if event.get("type") != "training_stats_scalar" or "metric" not in event:
+                    continue
+                series = out.setdefault(str(event["metric"]), {}).setdefault(
+                    str(event.get("variant", "")), {"name": str(event.get("variant", "")), "x": [], "y": []}
+                )
+                series["x"].append(event.get("iter", 0))
+                series["y"].append(event.get("value"))
+            return out
