@@ -12,16 +12,32 @@ like") on demand and at any scale::
         sim.kill_agent(sim.worker_of(task_id))
 """
 
-from .agents import Agent, Fleet
+from .agents import (
+    EXECUTION_DONE,
+    STOPPED_BY_STOP,
+    USER_ABORT,
+    WORKER_STARTING,
+    Agent,
+    Fleet,
+    agent_message,
+    exit_code_reason,
+)
 from .calls import CallCounter
 from .clock import SimClock
 from .config import SimulatorConfig
 from .errors import ApiError
 from .faults import Fault, FaultInjector, FaultPlan
 from .simulator import Simulator
-from .state import Identity, State
+from .state import FORCED_STOP, SERVER_USER, STOPPING, Identity, State
 
 __all__ = [
+    "EXECUTION_DONE",
+    "FORCED_STOP",
+    "SERVER_USER",
+    "STOPPED_BY_STOP",
+    "STOPPING",
+    "USER_ABORT",
+    "WORKER_STARTING",
     "Agent",
     "ApiError",
     "CallCounter",
@@ -34,4 +50,6 @@ __all__ = [
     "Simulator",
     "SimulatorConfig",
     "State",
+    "agent_message",
+    "exit_code_reason",
 ]

@@ -120,8 +120,8 @@ class Fleet:
                 _, _, step = heapq.heappop(self._heap)
                 try:
                     due = step(now)
-                except errors.ApiError as exc:
-                    log.debug("simulated step refused by the state: %s", exc.msg)
+                except Exception:
+                    log.exception("simulator step failed and was dropped")
                     due = None
                 if due is not None:
                     self._schedule(max(due, now + self.config.tick_s / 2), step)
@@ -188,8 +188,9 @@ class Fleet:
         """kill -9 / the spot VM vanished: no more reports, no status change, nothing."""
         with self.state.lock:
             agent = self.agent(worker_id)
-            agent.alive = False
-            self._schedule_replacement(agent)
+            if agent.alive:
+                agent.alive = False
+                self._schedule_replacement(agent)
 
     def sigterm(self, worker_id: str) -> None:
         """SIGTERM (spot notice, shutdown): the task becomes stopped/"user abort" and the worker
@@ -313,7 +314,12 @@ class Fleet:
         def step(now: float) -> float | None:
             if not agent.alive or agent.generation != generation or self._agents.get(agent.worker_id) is not agent:
                 return None
-            return self._step_agent(agent, now)
+            try:
+                return self._step_agent(agent, now)
+            except Exception:  # a bug or a refused call must not silence the agent for good
+                log.exception("simulated agent %s failed a step; it drops its task", agent.worker_id)
+                self._become_idle(agent, now)
+                return None
 
         self._schedule(due, step)
 
