@@ -59,8 +59,6 @@ class ErrorKind:
 
 
 # 400 bad_request
-REQUEST_PATH_HAS_INVALID_VERSION = ErrorKind(400, 2, "Request path has invalid version")
-INVALID_ID = ErrorKind(400, 10, "Invalid object id")
 MISSING_REQUIRED_FIELDS = ErrorKind(400, 11, "Missing required fields")
 VALIDATION_ERROR = ErrorKind(400, 12, "Validation error")
 FIELDS_VALUE_ERROR = ErrorKind(400, 16, "Invalid value for fields")

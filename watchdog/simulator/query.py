@@ -532,11 +532,6 @@ def select(
     return out
 
 
-def project(doc: Mapping[str, Any], only_fields: Sequence[str] | None) -> Doc:
-    """A deep copy of ``doc`` limited to ``only_fields`` (dotted; ``-x`` excludes); id always kept."""
-    return Projection(only_fields)(doc)
-
-
 class Projection:
     """``only_fields`` compiled once per call into a tree, then applied to each document."""
 

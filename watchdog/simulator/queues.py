@@ -51,10 +51,6 @@ class QueueOps(Store):
             self._queue_by_name[name] = qid
             return qid
 
-    def ensure_queue(self, name: str) -> str:
-        with self.lock:
-            return self._queue_by_name.get(name) or self.create_queue(name)
-
     def queue_id(self, name: str) -> str | None:
         with self.lock:
             return self._queue_by_name.get(name)

@@ -22,7 +22,7 @@ from .config import SimulatorConfig
 from .faults import FaultInjector
 from .query import Doc
 from .server import ApiServer
-from .state import DEVELOPMENT, State
+from .state import State
 from .tokens import TokenIssuer
 
 T = TypeVar("T")
@@ -150,7 +150,9 @@ class Simulator:
             return self.state.create_queue(name, system_tags=["default"] if default else [])
 
     def _queue_ids(self, queues: Iterable[str]) -> list[str]:
-        return [q if q in self.state.queue_ids() else self.create_queue(q) for q in queues]
+        """Queue ids for names (created if missing); ids pass through."""
+        known = set(self.state.queue_ids())
+        return [q if q in known else self.create_queue(q) for q in queues]
 
     def create_task(
         self,
@@ -364,9 +366,6 @@ class Simulator:
         """Models recorded for a task (models.get_all(task=[id]))."""
         models, _ = self.state.query_models({"task": [task_id]})
         return models
-
-    def is_development(self, task_id: str) -> bool:
-        return DEVELOPMENT in self.task(task_id).get("system_tags", [])
 
     def wait_running(self, task_id: str, timeout: float = 10.0) -> Doc:
         """Wait until an agent has the task in_progress with Task.init done (reason cleared)."""

@@ -177,10 +177,6 @@ class Store:
         """The live document, no copy: only for callers already holding ``lock``."""
         return self._tasks.get(task_id)
 
-    def task_ids(self) -> list[str]:
-        with self.lock:
-            return list(self._tasks)
-
     def _changed(self) -> None:
         """A task changed in a way filters may see: cached query results are stale."""
         self._epoch += 1

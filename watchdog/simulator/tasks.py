@@ -276,12 +276,12 @@ class TaskOps(ProjectOps, QueueOps):
                 raise errors.VALIDATION_ERROR(f"Invalid task type: {task_type}")
             self._validate_refs(fields.get("project"), fields.get("parent"))
             doc = self._base_task(name, task_type, user)
-            self._merge_fields(doc, fields, merge_embedded=True)
+            self._merge_fields(doc, fields)
             if "output_dest" in fields:
                 doc["output"]["destination"] = fields["output_dest"]
             return self._insert_task(doc)
 
-    def _merge_fields(self, doc: Doc, fields: Mapping[str, Any], merge_embedded: bool) -> Doc:
+    def _merge_fields(self, doc: Doc, fields: Mapping[str, Any]) -> Doc:
         """Write create/edit fields into ``doc`` in stored shape; returns what was written."""
         written: Doc = {}
         for key in CREATE_FIELDS:
@@ -305,7 +305,7 @@ class TaskOps(ProjectOps, QueueOps):
                 value.setdefault("parameters", {})
             elif isinstance(value, (dict, list)):
                 value = clone(value)
-            if key in EMBEDDED_FIELDS and merge_embedded and isinstance(value, dict):
+            if key in EMBEDDED_FIELDS and isinstance(value, dict):
                 merged = dict(doc.get(key) or {})
                 merged.update(value)
                 value = merged
@@ -720,7 +720,7 @@ class TaskOps(ProjectOps, QueueOps):
                 raise errors.INVALID_TASK_STATUS(expected=st.CREATED, status=doc["status"])
             self._validate_refs(fields.get("project"), fields.get("parent"))
             old_status = doc["status"]
-            written = self._merge_fields(doc, fields, merge_embedded=True)
+            written = self._merge_fields(doc, fields)
             for key in ("status", "status_reason", "status_message"):
                 if key in fields and isinstance(fields[key], str):
                     if key == "status" and fields[key] not in st.STATUSES:

@@ -106,11 +106,6 @@ class WorkerOps(Store):
                 entry.project = doc.get("project")
             entry.touch(now, report=True)
 
-    def worker_ids(self) -> list[str]:
-        """Ids of the workers the server still lists (inspection helper)."""
-        with self.lock:
-            return [w.id for w in self._live_workers(self.now())]
-
     def workers(
         self, last_seen: float | None = 3600, worker_pattern: str | None = None, tags: Sequence[str] | None = None
     ) -> list[Doc]:
