@@ -336,3 +336,37 @@ def test_reset_clears_the_run(raw: RawClient, sim: Simulator) -> None:
     assert (task["status"], task["status_reason"]) == ("created", "reset")
     assert task["models"]["output"] == [] and task["last_iteration"] == 0
     assert "last_worker" not in task and "queue" not in task["execution"]
+
+
+# ---- concurrency: the guarantees exactly-once recovery leans on --------------------------------
+
+
+def test_concurrent_get_next_task_hands_out_each_entry_once(sim: Simulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [sim.create_task(f"race entry {i}") for i in range(40)]
+    for task_id in ids:
+        sim.enqueue(task_id)
+    queue_id = sim.state.queue_id("default")
+
+    def drain(_: int) -> list[str]:
+        client, got = RawClient(sim), []
+        while entry := client.ok("queues.get_next_task", queue=queue_id).get("entry"):
+            got.append(entry["task"])
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        handed = [t for batch in pool.map(drain, range(8)) for t in batch]
+    assert sorted(handed) == sorted(ids)
+
+
+def test_concurrent_enqueue_of_one_task_succeeds_once(sim: Simulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    task_id = _task_in(sim, st.STOPPED)
+    queue_id = sim.state.queue_id("default")
+    clients = [RawClient(sim) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda c: c.call("tasks.enqueue", task=task_id, queue=queue_id).status_code, clients))
+    assert sorted(codes) == [200] + [400] * 7
+    assert sim.queue_entries("default") == [task_id]
