@@ -14,7 +14,9 @@ from watchdog.simulator import Simulator, SimulatorConfig
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(SimulatorConfig(report_interval_s=0.2, worker_timeout_s=1.0, pickup_delay_s=0.2))
+    simulator = Simulator(
+        SimulatorConfig(report_interval_s=0.2, worker_timeout_s=1.0, pickup_delay_s=0.2, iteration_period_s=0.05)
+    )
     simulator.start()
     simulator.create_queue("gpu-spot")
     try:
