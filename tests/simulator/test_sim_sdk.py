@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from watchdog.simulator import Simulator
@@ -130,3 +134,34 @@ def test_everyday_sdk_task_operations(sdk_session: Any, sim: Simulator) -> None:
     assert Task.get_num_enqueued_tasks(queue_name="default") == 0
     clone.delete()
     assert not sim.state.has_task(clone.id)
+
+
+TASK_INIT_SCRIPT = """
+from clearml import Task
+task = Task.init(project_name="svc-project", task_name="watchdog service", task_type=Task.TaskTypes.service,
+                 auto_connect_frameworks=False, auto_resource_monitoring=False)
+task.connect({"poll_s": 30})
+task.get_logger().report_scalar("lost", "tasks", 3, iteration=7)
+print("TASK", task.id, flush=True)
+task.close()
+"""
+
+
+def test_task_init_reports_and_closes_in_a_child_process(sim: Simulator, tmp_path: Path) -> None:
+    """Task.init has process-wide side effects, so it runs in a child, as a service would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(sim.env())
+    # Report from a thread, not the SDK's reporter subprocess, which waits ~10 s at close().
+    conf = tmp_path / "clearml.conf"
+    conf.write_text("sdk.development.report_use_subprocess: false\n")
+    env["CLEARML_CONFIG_FILE"] = str(conf)
+    run = subprocess.run([sys.executable, "-c", TASK_INIT_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Action failed" not in run.stderr, run.stderr
+    task_id = next(line.split()[1] for line in run.stdout.splitlines() if line.startswith("TASK"))
+    task = sim.task(task_id)
+    assert (task["status"], task["type"], task["system_tags"]) == ("completed", "service", ["development"])
+    assert task["hyperparams"]["General"]["poll_s"]["value"] == "30"
+    assert task["last_iteration"] == 7
+    assert sim.calls.count("events.add_batch") >= 1

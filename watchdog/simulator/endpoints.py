@@ -141,8 +141,8 @@ def tasks_update(state: State, call: Call) -> Doc:
 
 
 def tasks_set_requirements(state: State, call: Call) -> Doc:
-    requirements = call.data.get("requirements") or {}
-    return state.edit_task(_task(call), {"script": {"requirements": requirements}}, user=_user(call))
+    requirements = call.data.get("requirements")
+    return state.set_requirements(_task(call), requirements if isinstance(requirements, dict) else {}, _user(call))
 
 
 def tasks_edit_hyper_params(state: State, call: Call) -> Doc:

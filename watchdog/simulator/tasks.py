@@ -838,6 +838,14 @@ class TaskOps(ProjectOps, QueueOps):
                 out.append({"task": tid, "configuration": items})
             return out
 
+    def set_requirements(self, task_id: str, requirements: Mapping[str, Any], user: str | None = None) -> Doc:
+        """tasks.set_requirements: in any status (Task.init sends them while the task runs)."""
+        with self.lock:
+            doc = self._require_task(task_id)
+            doc.setdefault("script", {})["requirements"] = clone(dict(requirements))
+            self._touch(doc, user)
+            return {"updated": 1, "fields": {"script.requirements": clone(dict(requirements))}}
+
     def update_tags(
         self, ids: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = (), user: str | None = None
     ) -> int:
