@@ -247,3 +247,21 @@ def test_dry_run_changes_nothing(sim: Simulator, tmp_path: Path) -> None:
     assert clones_of(sim, task_id) == []
     assert rig.journal.recent_incidents() == []
     rig.close()
+
+
+def test_project_scope_is_resolved_by_exact_name(sim: Simulator, tmp_path: Path) -> None:
+    inside = start_training(sim, name="in-scope", project="vision (prod)")  # regex characters in the name
+    outside = start_training(sim, name="out-of-scope", project="vision (prod) old")
+    rig = Rig(sim, tmp_path, watch={"queues": [SPOT], "projects": ["vision (prod)", "missing-project"]})
+    assert rig.reconciler.check_scope() == [
+        "project 'missing-project' does not exist on the ClearML server: not watched"
+    ]
+    lose(sim, inside, seconds=0)
+    lose(sim, outside, seconds=0)
+    sim.advance(5)
+    report = rig.cycle()
+    verdicts = {o.task_id: o.verdict for o in report.outcomes}
+    assert verdicts.get(inside) == "agent_lost"
+    assert outside not in verdicts  # filtered on the server: not even fetched
+    assert len(clones_of(sim, inside)) == 1 and clones_of(sim, outside) == []
+    rig.close()

@@ -13,6 +13,7 @@ Every failure leaves here as `ClearMLUnavailable` (temporary: the watchdog is bl
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -320,7 +321,9 @@ class Gateway:
         """Project name -> id for the names that exist."""
         if not names:
             return {}
-        data = self.call("projects", "get_all", {"name": list(names), "only_fields": ["id", "name"]})
+        # `name` is a regular expression on the server: anchor it, escape the names, one call for all.
+        pattern = "^(" + "|".join(re.escape(name) for name in names) + ")$"
+        data = self.call("projects", "get_all", {"name": pattern, "only_fields": ["id", "name"]})
         found = {
             str(p["name"]): p["id"]
             for p in data.get("projects") or []
