@@ -162,3 +162,13 @@ def test_agents_act_in_process_and_are_not_counted() -> None:
         sim.start_agents(1)
         sim.wait_running(sim.submit("uncounted"))
         assert sim.calls.snapshot() == {}
+
+
+def test_after_success_hooks_see_each_successful_call(raw: RawClient, sim: Simulator) -> None:
+    seen: list[tuple[str, object, object]] = []
+    sim.server.after_success.append(lambda name, body, result: seen.append((name, body.get("task"), result)))
+    task_id = sim.create_task("hooked")
+    raw.ok("tasks.enqueue", task=task_id, queue_name="default")
+    raw.call("tasks.get_by_id", task="0" * 32)  # failed calls are not reported
+    assert [(name, task) for name, task, _ in seen] == [("tasks.enqueue", task_id)]
+    assert seen[0][2]["queued"] == 1  # type: ignore[index]
