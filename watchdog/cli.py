@@ -119,6 +119,13 @@ def build_runtime(config: Any, *, console_stream: TextIO | None = None) -> Runti
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import threading
+
+    from watchdog.service import install_signal_handlers
+
+    stop_requested = threading.Event()
+    install_signal_handlers(stop_requested)  # first thing: a stop during start-up still exits 0
+
     from watchdog.recovery import Reconciler
     from watchdog.service import Service
 
@@ -135,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         unhealthy_after_s=config.notify.unhealthy_after_s,
         deliver_every_s=config.notify.deliver_every_s,
         observers=_observers(config, runtime),
+        stop_requested=stop_requested,
     )
     return service.run()
 

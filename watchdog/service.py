@@ -64,6 +64,7 @@ class Service:
         deliver_every_s: float = 2.0,
         observers: list[Observer] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        stop_requested: threading.Event | None = None,
     ) -> None:
         self.reconciler = reconciler
         self.journal = journal
@@ -74,7 +75,7 @@ class Service:
         self.deliver_every_s = deliver_every_s
         self.observers = observers or []
         self.clock = clock
-        self.stop_requested = threading.Event()
+        self.stop_requested = stop_requested or threading.Event()
         self._cycle_lock = threading.Lock()
         self._first_cycle_done = False
         self._last_success: datetime | None = None
@@ -173,7 +174,7 @@ class Service:
 
     def run(self, install_signals: bool = True) -> int:
         if install_signals:
-            self._install_signal_handlers()
+            install_signal_handlers(self.stop_requested)
         scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={"max_instances": 1, "coalesce": True})
         now = datetime.now(timezone.utc)
         scheduler.add_job(self.run_cycle, "interval", seconds=self.poll_interval_s, next_run_time=now, id="cycle")
@@ -211,12 +212,19 @@ class Service:
         log.info("stopped")
         return finished
 
-    def _install_signal_handlers(self) -> None:
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            if self.stop_requested.is_set():
-                os._exit(128 + signum)  # second signal: at once
-            log.info("signal", signal=signal.Signals(signum).name)
-            self.stop_requested.set()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+def install_signal_handlers(stop_requested: threading.Event) -> None:
+    """SIGTERM/SIGINT set `stop_requested`; a second one exits at once.
+
+    The CLI installs them before it loads the config and logs in, so a stop during start-up (systemd
+    stopping a unit that is still connecting) also ends with exit 0 once start-up is done.
+    """
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if stop_requested.is_set():
+            os._exit(128 + signum)  # second signal: at once
+        log.info("signal", signal=signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
