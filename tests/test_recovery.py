@@ -265,3 +265,21 @@ def test_project_scope_is_resolved_by_exact_name(sim: Simulator, tmp_path: Path)
     assert outside not in verdicts  # filtered on the server: not even fetched
     assert len(clones_of(sim, inside)) == 1 and clones_of(sim, outside) == []
     rig.close()
+
+
+def test_the_oldest_clone_wins_and_younger_drafts_are_deleted(sim: Simulator, tmp_path: Path) -> None:
+    """Two drafts for the same attempt (a crashed run, or a second watchdog): one survives, the oldest."""
+    from watchdog.lineage import clone_tags, lineage_of
+
+    task_id = start_training(sim)
+    rig = Rig(sim, tmp_path)
+    lose(sim, task_id)
+    tags = clone_tags([], lineage_of(task_id, []))
+    older = rig.gateway.clone(task_id, name="resnet50", comment="", tags=tags, hyperparams={})
+    younger = rig.gateway.clone(task_id, name="resnet50", comment="", tags=tags, hyperparams={})
+    report = rig.cycle()
+    assert report.recoveries == 1
+    assert [c["id"] for c in clones_of(sim, task_id)] == [older]
+    assert not sim.state.has_task(younger)
+    assert sim.task(older)["status"] in ("queued", "in_progress")
+    rig.close()
