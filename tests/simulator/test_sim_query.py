@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st_h
 from sim_helpers import RawClient
 
-from watchdog.simulator import Simulator
+from watchdog.simulator import ApiError, Simulator, dates
 from watchdog.simulator import transitions as st
 
 
@@ -178,3 +180,33 @@ def test_models_and_projects_and_queues_queries(raw: RawClient, sim: Simulator) 
     assert queues == [{"id": sim.state.queue_id("default"), "name": "default"}]
     # the server would try re.compile() on a list and fail: so does the simulator
     assert raw.error("projects.get_all", name=["sim-project"])[0] == 500
+
+
+# A filter the server cannot read is a 400 (or silently dropped for dates), never a crash.
+_json_scalars = st_h.one_of(st_h.none(), st_h.booleans(), st_h.integers(), st_h.floats(allow_nan=False),
+                            st_h.text(max_size=30))
+_json_values = st_h.recursive(_json_scalars, lambda inner: st_h.lists(inner, max_size=4), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=st_h.sampled_from(
+        ["status_changed", "last_update", "tags", "system_tags", "status", "id", "parent", "started",
+         "last_iteration", "page", "page_size", "order_by", "only_fields", "type", "execution.queue"]
+    ),
+    value=_json_values,
+)
+def test_any_filter_value_is_answered_or_refused_never_crashes(sim: Simulator, key: str, value: object) -> None:
+    if not sim.state.query_tasks({"status": ["stopped"], "page_size": 1})[0]:
+        task_id = sim.create_task("fuzz target", tags=["a"])
+        sim.state.change_status(task_id, st.STOPPED, force=True)
+    try:
+        sim.state.query_tasks({key: value})
+    except ApiError as err:
+        assert err.code == 400, err.msg
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st_h.text(max_size=40))
+def test_any_date_text_parses_or_is_dropped(text: str) -> None:
+    assert dates.normalize(text) is None or dates.normalize(text).endswith("+00:00")  # type: ignore[union-attr]

@@ -172,3 +172,12 @@ def test_after_success_hooks_see_each_successful_call(raw: RawClient, sim: Simul
     raw.call("tasks.get_by_id", task="0" * 32)  # failed calls are not reported
     assert [(name, task) for name, task, _ in seen] == [("tasks.enqueue", task_id)]
     assert seen[0][2]["queued"] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xfe not utf-8", b"{not json", b"[1, 2, 3]", b'"just a string"', b"{}\n{\"broken"],
+)
+def test_unreadable_bodies_are_a_400_not_a_crash(raw: RawClient, sim: Simulator, body: bytes) -> None:
+    res = raw.http.get(f"{sim.url}/v2.23/tasks.get_by_id", data=body, headers={"Content-Type": "application/json"})
+    assert res.status_code == 400 and res.json()["meta"]["result_code"] == 400

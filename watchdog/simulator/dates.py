@@ -43,9 +43,14 @@ def parse(value: object) -> float | None:
 
 
 def normalize(value: object) -> str | None:
-    """A client-supplied date in the stored shape, or None when it cannot be read."""
+    """A client-supplied date in the stored shape, or None when it cannot be read (or shown)."""
     ts = parse(value)
-    return None if ts is None else iso(ts)
+    if ts is None:
+        return None
+    try:
+        return iso(ts)
+    except (OverflowError, OSError, ValueError):  # e.g. year 1 shifted to UTC falls before year 1
+        return None
 
 
 def http_date(ts: float) -> str:

@@ -196,7 +196,10 @@ class ApiServer:
 
 def _decode_body(body: bytes, content_type: str) -> tuple[Doc, tuple[Doc, ...]]:
     """The JSON object of a call, or the items of a batch (json-lines or a JSON list)."""
-    text = body.decode("utf-8").strip() if body else ""
+    try:
+        text = body.decode("utf-8").strip() if body else ""
+    except UnicodeDecodeError as exc:
+        raise errors.VALIDATION_ERROR("Request body is not UTF-8", error=str(exc)) from None
     if not text:
         return {}, ()
     try:
