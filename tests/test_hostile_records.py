@@ -237,11 +237,9 @@ def plant_hostile_tasks(sim: Simulator) -> None:
             {"execution": "not-an-object"},
         ]
     ):
-        task_id = sim.create_task(f"hostile-{i}", tags=["x"])
+        task_id = sim.state.seed_running_task(f"hostile-{i}", queue_id=spot, worker_id="ghost:gpu0")
         with sim.state.lock:
             doc = sim.state._tasks[task_id]
-            doc.update(status="in_progress", last_worker="ghost:gpu0")
-            doc.setdefault("execution", {})["queue"] = spot
             doc.update(fields)
 
 
