@@ -283,3 +283,20 @@ def test_the_oldest_clone_wins_and_younger_drafts_are_deleted(sim: Simulator, tm
     assert not sim.state.has_task(younger)
     assert sim.task(older)["status"] in ("queued", "in_progress")
     rig.close()
+
+
+def test_a_refused_recovery_is_retried_then_given_up_with_the_reason(sim: Simulator, tmp_path: Path) -> None:
+    task_id = start_training(sim)
+    rig = Rig(sim, tmp_path, recover={"fallback_queue": "gpu-typo", "fallback_after": 1})
+    lose(sim, task_id)
+    failures = [rig.cycle().failures for _ in range(3)]
+    assert failures == [1, 1, 1]
+    [incident] = rig.journal.recent_incidents()
+    assert incident.state == "gave_up"
+    assert "gpu-typo" in incident.explanation or "gpu-typo" in rig.alerts.getvalue()
+    assert HANDLED_TAG in sim.task(task_id)["tags"]
+    assert sim.state.queue_id("gpu-typo") is None, "a misspelt queue must never be created"
+    [draft] = clones_of(sim, task_id)
+    assert draft["status"] == "created"  # left for a person to enqueue where they want
+    assert rig.cycle().failures == 0  # and then it is over
+    rig.close()

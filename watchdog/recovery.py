@@ -486,14 +486,11 @@ class Reconciler:
         self.journal.update_incident(incident_id, state=row.state, now=now, note=f"refused: {error}", detail=detail)
         if refusals >= MAX_REFUSALS:
             why = f"ClearML refused the recovery {refusals} times: {error.message}"
-            self._give_up(
-                task,
-                verdict,
-                Action(ActionKind.GIVE_UP, why, attempt=action.attempt),
-                incident_id,
-                now,
-                CycleReport(now),
-            )
+            give_up = Action(ActionKind.GIVE_UP, why, attempt=action.attempt)
+            try:
+                self._give_up(task, verdict, give_up, incident_id, now, CycleReport(now))
+            except ClearMLRejected as again:  # even the handled tag refused: the next cycle tries again
+                log.warning("give_up_refused", task_id=task.id, problem=str(again))
 
     # --- follow-up of requeued incidents ------------------------------------------------------------
 
