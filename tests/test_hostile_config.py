@@ -138,7 +138,7 @@ ALIAS_BOMB = "\n".join(
         # a key twice: YAML says that is an error
         ("poll_interval_s: 5\npoll_interval_s: 6\n", "duplicate"),
         # not text at all
-        ("\x00\x01\x02\xff", "invalid"),
+        ("\x00\x01\x02\xff", "not valid yaml"),
     ],
 )
 def test_the_cli_refuses_hostile_files_with_one_line_and_exit_2(tmp_path: Path, content: str, words: str) -> None:
