@@ -172,12 +172,24 @@ def expand_env(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
     return value
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's CommentedMap/Seq into dicts and lists, keys as strings."""
+# A real config has a few dozen values. Far more means YAML aliases expanding ("billion laughs": 9 aliases
+# of 9 aliases ... is 43 million strings from a 500-byte file): refuse it instead of expanding it.
+MAX_VALUES = 100_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _plain(node: Any, budget: list[int]) -> Any:
+    """ruamel's CommentedMap/Seq into dicts and lists, keys as strings; at most `budget[0]` values in all."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge
     if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): _plain(v, budget) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [_plain(v, budget) for v in node]
     return node
 
 
@@ -185,13 +197,19 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     yaml = YAML(typ="safe", pure=True)
     try:
         document = yaml.load(text)
+        if document is None:
+            return {}
+        if not isinstance(document, Mapping):
+            raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(document).__name__}")
+        result: dict[str, Any] = _plain(document, [MAX_VALUES])
     except YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {str(error).strip()}") from None
-    if document is None:
-        return {}
-    if not isinstance(document, Mapping):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(document).__name__}")
-    result: dict[str, Any] = _plain(document)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a config file") from None
+    except _TooLarge:
+        raise ConfigError(
+            f"{source}: too large: more than {MAX_VALUES:,} values once YAML aliases are expanded"
+        ) from None
     return result
 
 
