@@ -268,8 +268,10 @@ class Reconciler:
         when = task.status_changed.isoformat() if task.status_changed else "unknown"
         incident_id = f"{task.id}:{verdict.reason.value}:{when}"
         outcome.incident_id = incident_id
-        if self.journal.get_incident(incident_id) is not None:
+        known = self.journal.get_incident(incident_id)
+        if known is not None and known.closed_at:
             return False  # already reported (the cursor window overlaps on purpose)
+        # Recorded but not closed: a crash came between the journal and the outbox; finish it (add is idempotent).
         notice = self._notice(EventKind(verdict.reason.value), incident_id, task, verdict, action, now)
         self.journal.open_incident(
             incident_id=incident_id,
