@@ -49,15 +49,7 @@ def config_data(sim: Simulator, state_dir: Path, **sections: Any) -> dict[str, A
         "watch": {"queues": [SPOT]},
         "detect": {"task_stale_s": 2, "worker_stale_s": 1},
         "state_dir": str(state_dir),
-        "clearml": {
-            "api_host": sim.url,
-            "web_host": sim.url,
-            "files_host": sim.url,
-            "access_key": sim.config.access_key,
-            "secret_key": sim.config.secret_key,
-            "request_timeout_s": 3,
-            "retries": 1,
-        },
+        "clearml": {**sim.watchdog_clearml_section(), "request_timeout_s": 3, "retries": 1},
         "health": {"enabled": False},
         "notify": {"console": True, "group_wait_s": 0},
     }
@@ -97,6 +89,14 @@ class Rig:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def lose(sim: Simulator, task_id: str, seconds: float = 5) -> None:
+    """The spot machine vanishes: kill -9 the agent running `task_id`, then let `seconds` pass."""
+    worker = sim.worker_of(task_id)
+    assert worker, "the task is not running on a live agent"
+    sim.kill_agent(worker)
+    sim.advance(seconds)
 
 
 def watchdog_env(sim: Simulator) -> dict[str, str]:

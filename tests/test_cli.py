@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.harness import SPOT, WATCHDOG_CMD, config_data, fast_simulator, watchdog_env
+from tests.harness import SPOT, WATCHDOG_CMD, config_data, fast_simulator, lose, watchdog_env
 from watchdog.simulator import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,11 @@ def test_check_config_prints_the_effective_config_with_secrets_masked(tmp_path: 
     env = watchdog_env_without_server()
     env["MY_SECRET"] = SECRET
     config = tmp_path / "c.yaml"
-    text = (REPO / "config.yaml").read_text().replace("  # secret_key: ${CLEARML_API_SECRET_KEY}", "  secret_key: ${MY_SECRET}")
+    text = (
+        (REPO / "config.yaml")
+        .read_text()
+        .replace("  # secret_key: ${CLEARML_API_SECRET_KEY}", "  secret_key: ${MY_SECRET}")
+    )
     config.write_text(text)
     result = run_cli("check-config", "--offline", "--config", str(config), env=env)
     assert result.returncode == 0, result.stderr
@@ -87,10 +91,7 @@ def test_once_json_lists_every_task_and_history_shows_the_incident(sim: Simulato
     lost = sim.submit("lost-run", queue=SPOT)
     sim.wait_running(healthy)
     sim.wait_running(lost)
-    worker = sim.worker_of(lost)
-    assert worker
-    sim.kill_agent(worker)
-    sim.advance(5)
+    lose(sim, lost)
     config = write_config(tmp_path / "c.yaml", config_data(sim, tmp_path / "state"))
     env = watchdog_env(sim)
 
@@ -164,10 +165,7 @@ def watchdog_env_without_server() -> dict[str, str]:
 def test_logs_are_json_lines_off_a_terminal_and_each_decision_is_explained(sim: Simulator, tmp_path: Path) -> None:
     lost = sim.submit("lost-run", queue=SPOT)
     sim.wait_running(lost)
-    worker = sim.worker_of(lost)
-    assert worker
-    sim.kill_agent(worker)
-    sim.advance(5)
+    lose(sim, lost)
     config = write_config(tmp_path / "c.yaml", config_data(sim, tmp_path / "state"))
     result = run_cli("once", "--config", str(config), env=watchdog_env(sim))
     assert result.returncode == 0, result.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ONDEMAND, SPOT, Rig, fast_simulator
+from tests.harness import ONDEMAND, SPOT, Rig, fast_simulator, lose
 from watchdog.lineage import HANDLED_TAG, RESUMED_TAG, STOP_REASON
 from watchdog.simulator import Simulator
 
@@ -44,14 +44,6 @@ def newest_checkpoint(sim: Simulator, task_id: str) -> str:
 
 def param(task: dict[str, Any], section: str, name: str) -> str:
     return str(task["hyperparams"][section][name]["value"])
-
-
-def lose(sim: Simulator, task_id: str, seconds: float = 5) -> None:
-    """The spot machine vanishes: kill -9 its agent, then let time pass."""
-    worker = sim.worker_of(task_id)
-    assert worker, "the task is not running on a live agent"
-    sim.kill_agent(worker)
-    sim.advance(seconds)
 
 
 def test_lost_agent_is_cloned_from_checkpoint_and_requeued_once(sim: Simulator, tmp_path: Path) -> None:

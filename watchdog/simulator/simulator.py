@@ -111,6 +111,16 @@ class Simulator:
             "CLEARML_CONFIG_FILE": "/nonexistent",
         }
 
+    def watchdog_clearml_section(self) -> dict[str, str]:
+        """The `clearml:` section of a watchdog config that points it at this simulator."""
+        return {
+            "api_host": self.url,
+            "web_host": self.url,
+            "files_host": self.url,
+            "access_key": self.config.access_key,
+            "secret_key": self.config.secret_key,
+        }
+
     def stop_listener(self) -> None:
         """Close the port (and open connections): clients get "connection refused". State and
         agents keep running, like a server behind a dead proxy."""
