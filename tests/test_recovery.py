@@ -292,3 +292,23 @@ def test_a_refused_recovery_is_retried_then_given_up_with_the_reason(sim: Simula
     assert draft["status"] == "created"  # left for a person to enqueue where they want
     assert rig.cycle().failures == 0  # and then it is over
     rig.close()
+
+
+def test_an_open_incident_handled_by_another_watchdog_follows_its_clone(sim: Simulator, tmp_path: Path) -> None:
+    task_id = start_training(sim)
+    first = Rig(sim, tmp_path / "first")
+    second = Rig(sim, tmp_path / "second")
+    lose(sim, task_id)
+    sim.faults.fail_next("tasks.clone", times=1, code=400)  # the first watchdog's clone is refused
+    assert first.cycle().failures == 1
+    second.cycle()  # the second one handles the task
+    [clone] = clones_of(sim, task_id)
+    sim.wait_running(clone["id"])
+    first.cycle()
+    first.cycle()
+    assert len(clones_of(sim, task_id)) == 1
+    [incident] = first.journal.recent_incidents()
+    assert (incident.state, incident.clone_id) == ("recovered", clone["id"])
+    assert first.journal.open_incidents() == []
+    first.close()
+    second.close()

@@ -500,6 +500,9 @@ class Reconciler:
         self, incidents: list[IncidentRow], current: dict[str, TaskSnapshot], now: datetime, report: CycleReport
     ) -> None:
         for row in incidents:
+            if row.state == "open":
+                self._settle_open(row, current.get(row.task_id), now)
+                continue
             if row.state != "requeued" or not row.clone_id:
                 continue
             clone = current.get(row.clone_id)
@@ -515,6 +518,22 @@ class Reconciler:
                 self.journal.update_incident(
                     row.id, state="closed", now=now, note=f"the clone ended {clone.status} before it ran", closed=True
                 )
+
+    def _settle_open(self, row: IncidentRow, original: TaskSnapshot | None, now: datetime) -> None:
+        """An unfinished recovery whose task another watchdog (or a person) has since handled or deleted:
+        follow the clone that won, or close it, instead of fetching the task every cycle forever."""
+        if original is None:
+            self.journal.update_incident(row.id, state="closed", now=now, note="the task no longer exists", closed=True)
+            return
+        if tags.HANDLED_TAG not in original.tags or not row.id.endswith(":loss"):
+            return  # still ours to finish: this cycle's _consider() did or will
+        clone = self._winning_clone(row.task_id, row.attempt or 0)
+        if clone is None:
+            self.journal.update_incident(row.id, state="closed", now=now, note="handled elsewhere", closed=True)
+            return
+        self.journal.update_incident(
+            row.id, state="requeued", now=now, note=f"handled elsewhere; following clone {clone.id}", clone_id=clone.id
+        )
 
     def _resolved(self, row: IncidentRow, clone: TaskSnapshot, now: datetime) -> None:
         stored = row.detail.get("notice")
