@@ -175,3 +175,20 @@ def test_logs_are_json_lines_off_a_terminal_and_each_decision_is_explained(sim: 
     assert decision["verdict"] == "agent_lost" and decision["action"] == "requeue"
     assert "no update" in decision["reason"]
     assert all("timestamp" in line and "level" in line for line in lines)
+
+
+def test_notify_test_command_diagnoses_each_channel_without_printing_tokens(tmp_path: Path) -> None:
+    from watchdog.simulator.chat import TelegramStandIn
+
+    with TelegramStandIn() as telegram:
+        good = {"bot_token": telegram.token, "chat_id": "-1001234567890", "api_base": telegram.api_base}
+        for token, code, line in (
+            (telegram.token, 0, "telegram: ok"),
+            ("42:NotTheRightTokenAtAll", 1, "telegram: 401 Unauthorized: check bot_token"),
+        ):
+            data = {"state_dir": str(tmp_path / "state"), "notify": {"telegram": {**good, "bot_token": token}}}
+            config = write_config(tmp_path / "c.yaml", data)
+            result = run_cli("notify-test", "--config", str(config), env=watchdog_env_without_server())
+            assert result.returncode == code, result.stdout + result.stderr
+            assert line in result.stdout
+            assert token not in result.stdout + result.stderr
