@@ -16,6 +16,7 @@ Styles:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -104,7 +105,7 @@ def monitor_style(steady: int) -> dict[str, Any]:
 
     def step() -> str:
         workers = client.workers.get_all(last_seen=3600)
-        tasks: list[Any] = []
+        running = 0
         page = 0
         while True:
             for attempt in range(3):  # the SDK gives up a whole page when one get_by_id fails
@@ -115,11 +116,16 @@ def monitor_style(steady: int) -> dict[str, Any]:
                     FAILED_PAGES.append(page)
                     if attempt == 2:
                         raise
-            tasks.extend(batch)
-            if len(batch) < 500:
+            running += len(batch)
+            # Like Monitor.monitor_step(): the Task objects live for one page only. Each holds
+            # multiprocessing semaphores (a memory mapping each): 10,000 alive fail here with ENOMEM.
+            done = len(batch) < 500
+            del batch
+            gc.collect()
+            if done:
                 break
             page += 1
-        return f"{len(tasks)} running, {len(workers)} workers"
+        return f"{running} running, {len(workers)} workers"
 
     cycles = [_measure(step) for _ in range(1 + steady)]
     return {"import": imported, "login": login, "first_cycle": cycles[0], "steady_cycles": cycles[1:]}
