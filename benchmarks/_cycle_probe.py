@@ -108,6 +108,7 @@ def monitor_style(steady: int) -> dict[str, Any]:
         running = 0
         page = 0
         while True:
+            batch: list[Any] = []
             for attempt in range(3):  # the SDK gives up a whole page when one get_by_id fails
                 try:
                     batch = Task.get_tasks(task_filter={"status": ["in_progress"], "page": page, "page_size": 500})

@@ -382,7 +382,8 @@ class Driver:
     def chat_burst(self) -> None:
         """A few seconds in which one chat service answers (most) requests with 429 or 500."""
         rig = self.rng.choice(self.chats)
-        standin = self.rng.choice([rig.slack, rig.telegram])
+        standins: list[SlackStandIn | TelegramStandIn] = [rig.slack, rig.telegram]
+        standin = self.rng.choice(standins)
         share = self.rng.choice([1.0, 0.7])
         if self.rng.random() < 0.5:
             standin.fail_fraction(share, 429, retry_after=1)

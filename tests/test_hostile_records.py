@@ -229,14 +229,13 @@ def plant_hostile_tasks(sim: Simulator) -> None:
         "status_changed": "9999-12-31T23:59:59-01:00",
         "started": "yesterday-ish",
     }
-    for i, fields in enumerate(
-        [
-            odd,
-            {"tags": "not-a-list", "last_update": "2026-13-45T99:99:99"},
-            {"name": "🧨" * 2000, "status_reason": "\ud800", "system_tags": [None, 5]},
-            {"execution": "not-an-object"},
-        ]
-    ):
+    hostile: list[dict[str, Any]] = [
+        odd,
+        {"tags": "not-a-list", "last_update": "2026-13-45T99:99:99"},
+        {"name": "🧨" * 2000, "status_reason": "\ud800", "system_tags": [None, 5]},
+        {"execution": "not-an-object"},
+    ]
+    for i, fields in enumerate(hostile):
         task_id = sim.state.seed_running_task(f"hostile-{i}", queue_id=spot, worker_id="ghost:gpu0")
         with sim.state.lock:
             doc = sim.state._tasks[task_id]
