@@ -294,7 +294,7 @@ def test_a_refused_recovery_is_retried_then_given_up_with_the_reason(sim: Simula
     rig.close()
 
 
-def test_an_open_incident_handled_by_another_watchdog_follows_its_clone(sim: Simulator, tmp_path: Path) -> None:
+def test_an_open_incident_handled_by_another_watchdog_is_closed_quietly(sim: Simulator, tmp_path: Path) -> None:
     task_id = start_training(sim)
     first = Rig(sim, tmp_path / "first")
     second = Rig(sim, tmp_path / "second")
@@ -308,7 +308,9 @@ def test_an_open_incident_handled_by_another_watchdog_follows_its_clone(sim: Sim
     first.cycle()
     assert len(clones_of(sim, task_id)) == 1
     [incident] = first.journal.recent_incidents()
-    assert (incident.state, incident.clone_id) == ("recovered", clone["id"])
+    assert (incident.state, incident.clone_id) == ("handled_elsewhere", clone["id"])
     assert first.journal.open_incidents() == []
+    # The one that handled it tells people; the other one stays quiet (its alert would have no thread).
+    assert "Recovered" not in first.alerts.getvalue()
     first.close()
     second.close()

@@ -520,19 +520,22 @@ class Reconciler:
                 )
 
     def _settle_open(self, row: IncidentRow, original: TaskSnapshot | None, now: datetime) -> None:
-        """An unfinished recovery whose task another watchdog (or a person) has since handled or deleted:
-        follow the clone that won, or close it, instead of fetching the task every cycle forever."""
+        """An unfinished recovery whose task was since handled by someone else (a second watchdog: this one
+        updates its journal before it tags) or deleted: close it quietly, instead of fetching the task every
+        cycle forever. Whoever handled it sends the alerts; a follow-up from here would have no thread."""
         if original is None:
             self.journal.update_incident(row.id, state="closed", now=now, note="the task no longer exists", closed=True)
             return
         if tags.HANDLED_TAG not in original.tags or not row.id.endswith(":loss"):
             return  # still ours to finish: this cycle's _consider() did or will
         clone = self._winning_clone(row.task_id, row.attempt or 0)
-        if clone is None:
-            self.journal.update_incident(row.id, state="closed", now=now, note="handled elsewhere", closed=True)
-            return
         self.journal.update_incident(
-            row.id, state="requeued", now=now, note=f"handled elsewhere; following clone {clone.id}", clone_id=clone.id
+            row.id,
+            state="handled_elsewhere",
+            now=now,
+            note=f"handled by another watchdog; clone {clone.id if clone else 'not found'}",
+            clone_id=clone.id if clone else "",
+            closed=True,
         )
 
     def _resolved(self, row: IncidentRow, clone: TaskSnapshot, now: datetime) -> None:
