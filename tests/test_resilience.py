@@ -12,9 +12,9 @@ from watchdog.service import Service
 
 
 def test_idle_cycle_costs_one_workers_call_one_changes_query_and_a_page_per_500(tmp_path: Path) -> None:
-    running = 1000
+    running = 1000  # on agents; as many local development runs again, which are not even fetched
     with fast_simulator(training_progress=False) as sim:
-        sim.seed_running(running, running // 4, queue=SPOT)
+        sim.seed_running(2 * running, running, queue=SPOT)
         rig = Rig(sim, tmp_path)
         rig.cycle()  # warm-up: login and queue names
         sim.calls.reset()
