@@ -118,7 +118,7 @@ def short_config(workdir: Path | None = None, watchdogs: int = 1, seed: int = 7)
         settle_s=45.0,
         idle_s=5.0,
         events_per_s=0.6,
-        task_iters=300 if watchdogs == 1 else 200,
+        task_iters=120 if watchdogs == 1 else 100,
         lineages=200 if watchdogs == 1 else 100,
         seed=seed,
         workdir=workdir,
@@ -351,8 +351,12 @@ class Driver:
             if not busy:
                 return
             clones = [b for b in busy if RESUMED_TAG in (b[2].get("tags") or [])]
-            pool = clones if clones and kind in LOSS_EVENT and self.rng.random() < 0.5 else busy
-            worker, task_id, doc = self.rng.choice(pool)
+            if clones and kind in LOSS_EVENT and self.rng.random() < 0.5:
+                # Half the losses hit clones, half of those the deepest one: lineages reach their budget.
+                deepest = max(clones, key=lambda b: lineage_of(b[1], b[2].get("tags") or []).attempt)
+                worker, task_id, doc = deepest if self.rng.random() < 0.5 else self.rng.choice(clones)
+            else:
+                worker, task_id, doc = self.rng.choice(busy)
             attempt = lineage_of(task_id, doc.get("tags") or []).attempt
             if kind == KILL:
                 self.sim.kill_agent(worker)
