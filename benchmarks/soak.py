@@ -53,7 +53,7 @@ from watchdog.notify.render import headline
 from watchdog.servertime import parse_timestamp
 from watchdog.simulator import Simulator, SimulatorConfig
 from watchdog.simulator.chat import SlackStandIn, TelegramChat, TelegramStandIn
-from watchdog.simulator.faults import Fault, FaultPlan
+from watchdog.simulator.faults import Fault, FaultPlan, fault_error
 
 # A private chat: about one message a second. A group allows only ~20 a minute, and the alert backlog, not
 # the watchdog, would then set the pace of the run (the outbox groups and waits; see docs/reliability.md).
@@ -99,6 +99,7 @@ class SoakConfig:
     error_rate: float = 0.05
     spike_rate: float = 0.02
     spike_choices_s: tuple[float, ...] = (0.5, 1.5, 4.0)  # 4.0 > the 3 s request timeout
+    post_commit_error_rate: float = 0.02  # writes answered 503 AFTER the server did the work
     chat_bursts_per_min: float = 6.0
     quiet_s: float = 15.0
     seed: int = 1
@@ -225,6 +226,7 @@ class SoakResult:
     blind_cycles: int = 0
     api_calls: int = 0
     api_faults_5xx: int = 0
+    post_commit_errors: Counter[str] = field(default_factory=Counter)
     alerts_expected: int = 0
     alerts_missing: list[str] = field(default_factory=list)
     alert_duplicates: int = 0
@@ -284,8 +286,9 @@ class SoakResult:
             "driver events: " + ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())),
             f"watchdog processes: {self.watchdog_kills} SIGKILLs, {self.watchdog_starts} starts, "
             f"{self.kills_mid_recovery} kills landed inside a recovery (decision logged, not yet requeued)",
-            f"server: {self.api_calls} API calls, {self.api_faults_5xx} answered 5xx by the fault injector; "
-            f"{self.cycles} cycles ({self.blind_cycles} blind)",
+            f"server: {self.api_calls} API calls, {self.api_faults_5xx} answered 5xx by the fault injector, "
+            f"{sum(self.post_commit_errors.values())} writes answered 503 after they were done "
+            f"{dict(sorted(self.post_commit_errors.items()))}; {self.cycles} cycles ({self.blind_cycles} blind)",
             f"losses {self.losses}: clones expected {self.expected_clones}, found {self.clones_found}; "
             f"give-ups expected {self.expected_give_ups}",
             f"  duplicates {len(self.duplicates)}, misses {len(self.misses)}, "
@@ -561,6 +564,7 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
     result = SoakResult(config)
     sim = Simulator(sim_config(config))
     faults_answered = _count_faults(sim)
+    post_commit = _fail_after_success(sim, config.post_commit_error_rate, random.Random(config.seed + 1))
     sim.start()
     chats = [
         ChatRig(SlackStandIn(seed=config.seed + i), TelegramStandIn(chats=[TelegramChat(TELEGRAM_CHAT)], seed=i))
@@ -597,6 +601,7 @@ def _run(config: SoakConfig, workdir: Path, progress: bool) -> SoakResult:
         result.final_exit_codes = [p.stop() for p in watchdogs]
         _check(sim, driver, chats, watchdogs, workdir, config, result)
         result.api_faults_5xx = faults_answered[0]
+        result.post_commit_errors = Counter(post_commit)
     finally:
         for process in watchdogs:
             with contextlib.suppress(Exception):
@@ -620,6 +625,23 @@ def _count_faults(sim: Simulator) -> list[int]:
         return fault
 
     sim.faults.decide = counting  # type: ignore[method-assign]
+    return answered
+
+
+WRITES = ("tasks.clone", "tasks.enqueue", "tasks.stopped", "tasks.update_tags", "tasks.delete")
+
+
+def _fail_after_success(sim: Simulator, rate: float, rng: random.Random) -> Counter[str]:
+    """Answer `rate` of the watchdog's writes with 503 after the server did the work (a proxy timing out
+    on the way back): the client sees a failure, and the SDK's retry may send the write again."""
+    answered: Counter[str] = Counter()
+
+    def hook(endpoint: str, _body: dict[str, Any], _result: dict[str, Any]) -> None:
+        if endpoint in WRITES and rng.random() < rate:
+            answered[endpoint] += 1
+            raise fault_error(503, "answered after the work was done")
+
+    sim.server.after_success.append(hook)
     return answered
 
 
@@ -873,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lineages", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--post-commit-rate", type=float, default=None, help="writes answered 503 after success")
     parser.add_argument("--workdir", type=Path, default=None, help="keep configs, journals and logs here")
     args = parser.parse_args(argv)
     config = (
@@ -887,6 +910,7 @@ def main(argv: list[str] | None = None) -> int:
             "restarts": args.restarts,
             "lineages": args.lineages,
             "workers": args.workers,
+            "post_commit_error_rate": args.post_commit_rate,
         }.items()
         if v is not None
     }
