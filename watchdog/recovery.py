@@ -539,6 +539,9 @@ class Reconciler:
         )
 
     def _resolved(self, row: IncidentRow, clone: TaskSnapshot, now: datetime) -> None:
+        # A clone request that outlived its timeout can land AFTER the claim step (the SDK retried it
+        # meanwhile): claim once more before closing, so that younger stray draft is deleted, not left behind.
+        self._safe(lambda: self._winning_clone(row.task_id, row.attempt or 0), None)
         stored = row.detail.get("notice")
         base = Notice.from_json(stored) if isinstance(stored, str) else None
         notice = Notice(
