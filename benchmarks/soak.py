@@ -216,6 +216,7 @@ class SoakResult:
     over_budget: list[str] = field(default_factory=list)
     give_ups_unhandled: list[str] = field(default_factory=list)
     drafts_deleted: int = 0
+    stray_drafts: list[str] = field(default_factory=list)  # a clone request that landed after its timeout
     running_duplicates_logged: int = 0
     watchdog_kills: int = 0
     watchdog_starts: int = 0
@@ -293,7 +294,7 @@ class SoakResult:
             f"give-ups expected {self.expected_give_ups}",
             f"  duplicates {len(self.duplicates)}, misses {len(self.misses)}, "
             f"false recoveries {len(self.false_recoveries)}; duplicate drafts deleted by the claim step "
-            f"{self.drafts_deleted}",
+            f"{self.drafts_deleted}, stray drafts left (never ran) {len(self.stray_drafts)}",
             f"  user-aborted/code-failed cloned {len(self.reported_but_cloned)}; quiet tasks touched "
             f"{len(self.quiet_touched)}; over budget {len(self.over_budget)}; "
             f"budget spent but no gave_up {len(self.give_ups_unhandled)}",
@@ -771,7 +772,7 @@ def _check(
     for task in tasks.values():
         if RESUMED_TAG in (task.get("tags") or []) and task.get("parent"):
             children.setdefault(task["parent"], []).append(task["id"])
-    result.clones_found = sum(len(v) for v in children.values())
+    result.clones_found = sum(len(v) for v in children.values())  # stray drafts included
     by_task = {e.task_id: e for e in driver.events}
 
     # Recoveries: exactly once per loss with budget, none without; none for anything else.
@@ -792,8 +793,11 @@ def _check(
                     result.give_ups_unhandled.append(event.task_id)
             else:
                 result.expected_clones += 1
-                if len(kids) > 1:
-                    result.duplicates.append(f"{event.task_id} ({len(kids)} clones)")
+                started = [k for k in kids if tasks[k].get("status") != "created"]
+                if len(started) > 1:
+                    result.duplicates.append(f"{event.task_id} ({len(started)} clones left draft state)")
+                elif len(kids) > 1:
+                    result.stray_drafts.append(f"{event.task_id} ({len(kids) - 1} drafts besides its clone)")
                 elif not kids:
                     result.misses.append(f"{event.task_id} ({event.kind}, handled={handled})")
             if event.kind in (KILL, RESTART_AGENT) and task.get("status_reason") != STOP_REASON:
