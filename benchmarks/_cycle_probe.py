@@ -8,9 +8,9 @@ seconds, and the process's peak RSS.
 
 Styles:
 - `watchdog`: the real Reconciler (gateway, journal, no chat channel), first cycle then steady cycles;
-- `monitor`: ClearML's own `automation.Monitor` way: `Task.get_tasks(...)` page by page (the SDK builds one
-  Task per row with a `tasks.get_by_id` each) plus a typed `APIClient().workers.get_all()`: the same
-  information our classifier needs, fetched the SDK's way.
+- `monitor`: ClearML's own `automation.Monitor` way: `Task.get_tasks(...)` page by page with the same
+  filter as ours (the SDK builds one Task per row with a `tasks.get_by_id` each) plus a typed
+  `APIClient().workers.get_all()`: the same information our classifier needs, fetched the SDK's way.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any
 
 CALLS: Counter[str] = Counter()
 FAILED_PAGES: list[int] = []
+# The running tasks our gateway asks for (in_progress, no local development runs), asked the SDK's way.
+QUERY = {"status": ["in_progress"], "system_tags": ["-development"]}
 
 
 def _count_calls() -> None:
@@ -111,7 +113,7 @@ def monitor_style(steady: int) -> dict[str, Any]:
             batch: list[Any] = []
             for attempt in range(3):  # the SDK gives up a whole page when one get_by_id fails
                 try:
-                    batch = Task.get_tasks(task_filter={"status": ["in_progress"], "page": page, "page_size": 500})
+                    batch = Task.get_tasks(task_filter={**QUERY, "page": page, "page_size": 500})
                     break
                 except ValueError:
                     FAILED_PAGES.append(page)
