@@ -94,3 +94,30 @@ def test_a_crash_after_the_loss_incident_is_recorded_still_clones_once_and_alert
     clones = [t for t in sim.tasks(parent=task_id) if "watchdog:resumed" in t.get("tags", [])]
     assert len(clones) == 1 and clones[0]["status"] in ("queued", "in_progress")
     assert events[:1] == ["agent_lost"], events
+
+
+def test_a_crash_between_a_send_and_marking_it_sent_repeats_that_alert_once(sim: Simulator, tmp_path: Path) -> None:
+    """Delivery is at-least-once: the window between the chat's OK and the SQLite update repeats a message
+    after a restart, once, and nothing else is repeated (docs/reliability.md measures how often)."""
+    task_id = sim.submit("aborted", queue=SPOT)
+    sim.wait_running(task_id)
+    first = Rig(sim, tmp_path)
+    first.cycle()
+    sim.user_abort(task_id)
+    sim.wait_for(lambda: sim.task(task_id)["status"] == "stopped")
+    first.reconciler.run_cycle()
+    crash_on_first_call(first.outbox, "_mark_sent")  # the console printed it; the row is still pending
+    with pytest.raises(Crash):
+        first.outbox.deliver_due()
+    first.close()
+
+    second = Rig(sim, tmp_path)
+    second.cycle()
+    second.cycle()
+    sent = second.journal.query("SELECT state FROM outbox WHERE incident_id LIKE ?", (f"{task_id}:%",))
+    second.close()
+    printed = first.alerts.getvalue().count("Aborted by a person") + second.alerts.getvalue().count(
+        "Aborted by a person"
+    )
+    assert printed == 2, (first.alerts.getvalue(), second.alerts.getvalue())
+    assert [row["state"] for row in sent] == ["sent"]
