@@ -101,9 +101,7 @@ def _secrets_of(config: Any) -> list[str | None]:
     secrets: list[str | None] = []
     if config.clearml.secret_key is not None:
         secrets.append(config.clearml.secret_key.get_secret_value())
-    secret_values = getattr(config.notify, "secret_values", None)
-    if callable(secret_values):
-        secrets.extend(secret_values())
+    secrets.extend(config.notify.secret_values())
     return secrets
 
 

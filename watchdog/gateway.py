@@ -25,7 +25,7 @@ import structlog
 
 from watchdog.config import ClearMLConfig
 from watchdog.errors import ClearMLRejected, ClearMLUnavailable, ConfigError
-from watchdog.servertime import parse_date_header, to_wire, utcnow
+from watchdog.servertime import parse_date_header, parse_timestamp, to_wire, utcnow
 from watchdog.snapshots import (
     TASK_LIST_FIELDS,
     MalformedRecord,
@@ -441,7 +441,5 @@ def _cause(error: BaseException) -> str:
 
 def since_or_default(cursor: str | None, fallback: datetime) -> datetime:
     """Parse a stored cursor; a bad or missing one falls back (never an unparsed filter: the server drops it)."""
-    from watchdog.servertime import parse_timestamp
-
     parsed = parse_timestamp(cursor) if cursor else None
     return parsed if parsed is not None else fallback.astimezone(timezone.utc)

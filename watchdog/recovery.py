@@ -19,7 +19,7 @@ any two steps is repaired by the next cycle from what ClearML shows:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -637,7 +637,3 @@ class Reconciler:
             f"Checkpoint: {checkpoint_uri or 'none, starting from scratch'}."
         )
         return f"{original.rstrip()}\n\n{note}" if original.strip() else note
-
-
-def outcomes_of(reports: Iterable[CycleReport]) -> list[dict[str, str]]:
-    return [o.as_dict() for r in reports for o in r.outcomes]
